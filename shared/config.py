@@ -1,0 +1,170 @@
+"""One typed settings object, read from an injectable environment; fails fast naming the key.
+
+Every setting the app reads is declared here and documented in ``local.settings.json.example``
+(a test checks the two agree). Secrets are never part of ``repr`` or ``public_dict``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+    secret: bool = False
+
+
+# name -> (environment variable, default, help). Order is the documentation order.
+SETTINGS: dict[str, Setting] = {
+    "backend": Setting("BANKML_BACKEND", "local", "workspace backend: local or azure"),
+    "home": Setting("BANKML_HOME", ".bankml", "data dir of the local workspace (registry, artifacts, keys, logs)"),
+    "storage_connection": Setting(
+        "AzureWebJobsStorage", None, "storage connection string (Azurite locally; set by `bankml up`)", secret=True
+    ),
+    "function_host_url": Setting(
+        "BANKML_FUNCTION_HOST_URL", "http://127.0.0.1:7071", "base URL of the function host (Event Grid webhooks)"
+    ),
+    "rejected_container": Setting("BANKML_REJECTED_CONTAINER", "rejected", "container for rejected files and reasons"),
+    "reports_container": Setting("BANKML_REPORTS_CONTAINER", "reports", "container for benchmark reports"),
+    "label_column": Setting("BANKML_LABEL_COLUMN", "y", "name of the label column in dropped CSV files"),
+    "max_upload_mb": Setting("BANKML_MAX_UPLOAD_MB", "500", "largest CSV accepted, in MiB (checked before reading)"),
+    "experiment_name": Setting("BANKML_EXPERIMENT_NAME", "bankmarketing-automl", "experiment name of training runs"),
+    "time_budget_s": Setting("BANKML_TIME_BUDGET_S", "60", "AutoML search time budget per run, seconds"),
+    "primary_metric": Setting("BANKML_PRIMARY_METRIC", "AUC_weighted", "metric that picks and gates models"),
+    "min_primary_metric": Setting(
+        "BANKML_MIN_PRIMARY_METRIC", "0.70", "a first model deploys only at or above this held-out metric"
+    ),
+    "deploy_margin": Setting(
+        "BANKML_DEPLOY_MARGIN", "0.0", "a new model must beat the live one by more than this on the metric"
+    ),
+    "relay_timeout_s": Setting("BANKML_RELAY_TIMEOUT_S", "30", "relay -> model server timeout, seconds"),
+    "max_rows": Setting("BANKML_MAX_ROWS", "10000", "most rows accepted in one scoring request"),
+    "max_body_mb": Setting("BANKML_MAX_BODY_MB", "16", "largest scoring request body, MiB"),
+    "benchmark_schedule": Setting(
+        "BANKML_BENCHMARK_SCHEDULE", "0 */30 * * * *", "NCRONTAB (six fields) of the benchmark timer"
+    ),
+    "bench_requests": Setting("BANKML_BENCH_REQUESTS", "200", "requests per benchmark target (upper bound)"),
+    "bench_duration_s": Setting("BANKML_BENCH_DURATION_S", "20", "seconds per benchmark target (upper bound)"),
+    "bench_concurrency": Setting("BANKML_BENCH_CONCURRENCY", "4", "concurrent clients of the load generator"),
+    "relay_key": Setting(
+        "BANKML_RELAY_KEY", "", "function key the benchmark uses to call the relay (set by `bankml up`)", secret=True
+    ),
+    "appinsights_connection": Setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "",
+        "when set, model-server telemetry also goes to Application Insights",
+        secret=True,
+    ),
+}
+
+
+def _as_int(key: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"setting {key} must be a whole number, got {raw!r}", setting=key) from None
+
+
+def _as_float(key: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"setting {key} must be a number, got {raw!r}", setting=key) from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str
+    home: Path
+    storage_connection: str | None = field(repr=False)
+    function_host_url: str
+    rejected_container: str
+    reports_container: str
+    label_column: str
+    max_upload_bytes: int
+    experiment_name: str
+    time_budget_s: float
+    primary_metric: str
+    min_primary_metric: float
+    deploy_margin: float
+    relay_timeout_s: float
+    max_rows: int
+    max_body_bytes: int
+    benchmark_schedule: str
+    bench_requests: int
+    bench_duration_s: float
+    bench_concurrency: int
+    relay_key: str = field(repr=False, default="")
+    appinsights_connection: str = field(repr=False, default="")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def raw(name: str) -> str:
+            s = SETTINGS[name]
+            value = env.get(s.env)
+            if value is None or value == "":
+                if s.default is None:
+                    return ""
+                return s.default
+            return value.strip()
+
+        backend = raw("backend").lower()
+        if backend not in ("local", "azure"):
+            raise ConfigError(f"setting BANKML_BACKEND must be 'local' or 'azure', got {backend!r}", setting="BANKML_BACKEND")
+        budget = _as_float("BANKML_TIME_BUDGET_S", raw("time_budget_s"))
+        if budget <= 0:
+            raise ConfigError("setting BANKML_TIME_BUDGET_S must be above 0", setting="BANKML_TIME_BUDGET_S")
+        return cls(
+            backend=backend,
+            home=Path(raw("home")).expanduser().resolve(),
+            storage_connection=raw("storage_connection") or None,
+            function_host_url=raw("function_host_url").rstrip("/"),
+            rejected_container=raw("rejected_container"),
+            reports_container=raw("reports_container"),
+            label_column=raw("label_column"),
+            max_upload_bytes=int(_as_float("BANKML_MAX_UPLOAD_MB", raw("max_upload_mb")) * 1024 * 1024),
+            experiment_name=raw("experiment_name"),
+            time_budget_s=budget,
+            primary_metric=raw("primary_metric"),
+            min_primary_metric=_as_float("BANKML_MIN_PRIMARY_METRIC", raw("min_primary_metric")),
+            deploy_margin=_as_float("BANKML_DEPLOY_MARGIN", raw("deploy_margin")),
+            relay_timeout_s=_as_float("BANKML_RELAY_TIMEOUT_S", raw("relay_timeout_s")),
+            max_rows=_as_int("BANKML_MAX_ROWS", raw("max_rows")),
+            max_body_bytes=int(_as_float("BANKML_MAX_BODY_MB", raw("max_body_mb")) * 1024 * 1024),
+            benchmark_schedule=raw("benchmark_schedule"),
+            bench_requests=_as_int("BANKML_BENCH_REQUESTS", raw("bench_requests")),
+            bench_duration_s=_as_float("BANKML_BENCH_DURATION_S", raw("bench_duration_s")),
+            bench_concurrency=_as_int("BANKML_BENCH_CONCURRENCY", raw("bench_concurrency")),
+            relay_key=raw("relay_key"),
+            appinsights_connection=raw("appinsights_connection"),
+        )
+
+    # The blob trigger's path names this container (function bindings are static).
+    incoming_container = "incoming"
+
+    def require_storage(self) -> str:
+        if not self.storage_connection:
+            raise ConfigError("setting AzureWebJobsStorage is not set (run the app through `bankml up`)", setting="AzureWebJobsStorage")
+        return self.storage_connection
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings without secrets, for reports and `bankml status`."""
+        hidden = {name for name, s in SETTINGS.items() if s.secret}
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in hidden:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out

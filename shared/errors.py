@@ -1,0 +1,104 @@
+"""One error hierarchy for the whole app.
+
+Every error carries a stable ``code``, an HTTP ``status`` and ``details`` (field, line, value,
+expected ...) that a person can act on. ``to_dict`` is the one JSON shape used by HTTP answers,
+rejection records and CLI output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BankmlError(Exception):
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class ConfigError(BankmlError):
+    """A setting is missing or malformed (names the setting, never its secret value)."""
+
+    code = "config_error"
+
+
+class DataError(BankmlError):
+    """A dataset file breaks the contract; the file is rejected, not retried."""
+
+    code = "invalid_data"
+    status = 400
+
+
+class RequestError(BankmlError):
+    """A scoring or API request is malformed."""
+
+    code = "bad_request"
+    status = 400
+
+
+class UnsupportedMediaType(RequestError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+    status = 413
+
+
+class AuthError(BankmlError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFound(BankmlError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(BankmlError):
+    code = "conflict"
+    status = 409
+
+
+class NoLiveDeployment(BankmlError):
+    code = "no_live_deployment"
+    status = 503
+
+
+class UpstreamError(BankmlError):
+    """The model server answered with an error status."""
+
+    code = "upstream_error"
+    status = 502
+
+
+class UpstreamUnavailable(BankmlError):
+    code = "upstream_unavailable"
+    status = 503
+
+
+class UpstreamTimeout(BankmlError):
+    code = "upstream_timeout"
+    status = 504
+
+
+class WorkspaceError(BankmlError):
+    """The workspace (registry, training, deployments) failed."""
+
+    code = "workspace_error"
+
+
+class TrainingError(WorkspaceError):
+    code = "training_failed"
+
+
+class DeploymentError(WorkspaceError):
+    code = "deployment_failed"

@@ -1,0 +1,43 @@
+"""Blob storage access (Azurite locally, a storage account in Azure)."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
+
+from shared.config import Settings
+
+
+@lru_cache(maxsize=8)
+def _service(connection: str) -> BlobServiceClient:
+    return BlobServiceClient.from_connection_string(connection)
+
+
+def container(settings: Settings, name: str) -> ContainerClient:
+    client = _service(settings.require_storage()).get_container_client(name)
+    try:
+        client.create_container()
+    except ResourceExistsError:
+        pass
+    return client
+
+
+def safe_blob_name(name: str) -> str | None:
+    """The blob name inside its container, or None when it tries to leave it."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith("/") or any(p in ("..", ".") for p in parts) or "\x00" in name:
+        return None
+    return name
+
+
+def put_json(client: ContainerClient, name: str, value: Any) -> None:
+    client.upload_blob(
+        name,
+        json.dumps(value, indent=2, default=str).encode(),
+        overwrite=True,
+        content_settings=ContentSettings(content_type="application/json"),
+    )

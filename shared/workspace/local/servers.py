@@ -1,0 +1,153 @@
+"""Model-server processes of the local backend: start, check, stop (by PID, never by name)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from shared.contract import TUTORIAL_CUSTOMERS
+from shared.errors import DeploymentError
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def stop_pid(pid: int | None, *, grace_s: float = 5.0) -> None:
+    """SIGTERM the process group, wait, then SIGKILL."""
+    if not pid or not pid_alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_model_server(
+    *,
+    model_dir: Path,
+    port: int,
+    name: str,
+    version: int,
+    key: str,
+    deploy_dir: Path,
+    telemetry_file: Path,
+    insights_flag: Path,
+) -> int:
+    deploy_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["BANKML_MODEL_KEY"] = key  # the key travels in the environment, never in argv
+    env.pop("AzureWebJobsStorage", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "shared.modelserver",
+        "--model-dir", str(model_dir),
+        "--port", str(port),
+        "--name", name,
+        "--version", str(version),
+        "--telemetry-file", str(telemetry_file),
+        "--insights-flag", str(insights_flag),
+    ]
+    logf = open(deploy_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own group, so stop_pid can end it and its children
+            cwd=str(Path(__file__).resolve().parents[3]),
+            env=env,
+        )
+    finally:
+        logf.close()
+    return proc.pid
+
+
+def check_model_server(scoring_uri: str, key: str, pid: int, *, timeout_s: float = 60.0) -> None:
+    """Liveness, then a real scoring request; raises DeploymentError with the reason."""
+    base = scoring_uri.rsplit("/score", 1)[0]
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise DeploymentError(f"model server exited during start ({last})")
+        try:
+            r = requests.get(base + "/", timeout=2)
+            if r.status_code == 200:
+                break
+            last = f"liveness answered {r.status_code}"
+        except requests.RequestException as err:
+            last = type(err).__name__
+        time.sleep(0.1)
+    else:
+        raise DeploymentError(f"model server not live after {timeout_s:.0f} s ({last})")
+    try:
+        r = requests.post(
+            scoring_uri,
+            data=json.dumps({"data": list(TUTORIAL_CUSTOMERS)}),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=10,
+        )
+    except requests.RequestException as err:
+        raise DeploymentError(f"scoring check failed: {type(err).__name__}") from err
+    if r.status_code != 200:
+        raise DeploymentError(f"scoring check answered {r.status_code}: {r.text[:200]}")
+    result = r.json().get("result")
+    if not isinstance(result, list) or len(result) != len(TUTORIAL_CUSTOMERS):
+        raise DeploymentError(f"scoring check gave an unexpected answer: {r.text[:200]}")

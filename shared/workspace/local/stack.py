@@ -1,0 +1,145 @@
+"""The local stack of `bankml up`: Azurite, the function host, the workspace agent and the
+model servers, started and stopped together (by PID), with their state in one data dir."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from devhost.host import FunctionHost
+
+from devhost.azurite import Azurite
+from devhost.keys import HostKeys
+from shared.config import SETTINGS, Settings
+from shared.errors import ConfigError
+from shared.workspace.local.agent import Agent
+from shared.workspace.local.registry import Registry, utcnow
+from shared.workspace.local.servers import pid_alive
+from shared.workspace.local.workspace import LocalWorkspace
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+STACK_FILE = "stack.json"
+
+
+def read_stack(home: Path) -> dict[str, Any] | None:
+    """The running stack of a data dir, or None when none is running."""
+    path = home / STACK_FILE
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return info if pid_alive(info.get("pid")) else None
+
+
+class LocalStack:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        port: int = 7071,
+        azurite_port: int = 10000,
+        environ: dict[str, str] | None = None,
+        blob_poll_s: float = 1.0,
+    ) -> None:
+        self.home = home.resolve()
+        self.port = port
+        self.azurite_port = azurite_port
+        self.extra_env = dict(environ or {})
+        self.blob_poll_s = blob_poll_s
+        self.azurite: Azurite | None = None
+        self.host: FunctionHost | None = None
+        self.agent: Agent | None = None
+        self.workspace: LocalWorkspace | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self, connection: str, keys: HostKeys) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for s in SETTINGS.values():
+            if s.default is not None and s.default != "" and not os.environ.get(s.env):
+                env[s.env] = s.default
+        env.update(self.extra_env)
+        env.update(
+            {
+                "AzureWebJobsStorage": connection,
+                "BANKML_BACKEND": "local",
+                "BANKML_HOME": str(self.home),
+                "BANKML_FUNCTION_HOST_URL": self.url,
+                "BANKML_RELAY_KEY": keys.function_key,
+                "FUNCTIONS_WORKER_RUNTIME": "python",
+            }
+        )
+        return env
+
+    def start(self) -> LocalStack:
+        running = read_stack(self.home)
+        if running and running.get("pid") != os.getpid():
+            raise ConfigError(
+                f"a stack already runs for {self.home} (pid {running['pid']}, {running.get('url')}); stop it first",
+                setting="--home",
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        keys = HostKeys.load_or_create(self.home)
+        self.azurite = Azurite(self.home / "azurite", port=self.azurite_port, project_root=PROJECT_ROOT).start()
+        try:
+            env = self.environment(self.azurite.connection_string, keys)
+            self.host = FunctionHost(PROJECT_ROOT, home=self.home, port=self.port, environ=env, poll_interval=self.blob_poll_s)
+            self.host.start()
+            self.port = self.host.port if hasattr(self.host, "port") else self.port
+            settings = Settings.from_env(os.environ)
+            self.workspace = LocalWorkspace(settings)
+            # Event subscriptions: every Event Grid function gets the workspace's run events.
+            Registry(self.home / "registry.sqlite").set_subscriptions(
+                {name: self.host.eventgrid_webhook_url(name) for name in self.host.eventgrid_functions()}
+            )
+            self.workspace.reconcile()
+            self.agent = Agent(self.home, system_key=keys.system_key("eventgrid_extension"))
+            self.agent.start()
+            (self.home / STACK_FILE).write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "url": self.url,
+                        "port": self.port,
+                        "azurite_port": self.azurite.port,
+                        "started_at": utcnow(),
+                    }
+                )
+            )
+        except BaseException:
+            self.stop()
+            raise
+        log.info("local stack up: function host %s, Azurite blob port %d", self.url, self.azurite.port)
+        return self
+
+    def stop(self) -> None:
+        if self.agent:
+            self.agent.stop()
+        if self.host:
+            self.host.stop()
+        if self.workspace:
+            self.workspace.stop_servers()
+        if self.azurite:
+            self.azurite.stop()
+        stack_file = self.home / STACK_FILE
+        if stack_file.exists():
+            try:
+                if json.loads(stack_file.read_text()).get("pid") == os.getpid():
+                    stack_file.unlink()
+            except ValueError:
+                stack_file.unlink()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

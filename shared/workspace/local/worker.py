@@ -1,0 +1,75 @@
+"""Training worker process: `python -m shared.workspace.local.worker --home H --run-id R`.
+
+Runs one AutoML run outside the function host, records every trial as a child run while the
+search goes on, then the best model and its held-out metrics; a failure is recorded with its
+reason. The agent that started it publishes the run's event afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from shared.workspace.base import COMPLETED, FAILED
+from shared.workspace.local.registry import Registry, utcnow
+
+log = logging.getLogger("bankml.worker")
+
+
+def run(home: Path, run_id: str) -> int:
+    registry = Registry(home / "registry.sqlite")
+    row = registry.get_run(run_id)
+    if row is None:
+        log.error("run %s does not exist", run_id)
+        return 2
+    dataset = registry.get_dataset(row["dataset_version"])
+    registry.update_run(run_id, worker_pid=os.getpid(), started_at=row["started_at"] or utcnow())
+    try:
+        if dataset is None:
+            raise RuntimeError(f"dataset version {row['dataset_version']} is missing")
+        from shared.workspace.local.training import train
+
+        out_dir = home / "runs" / run_id / "model"
+        budget = float(row["parameters"].get("time_budget_s", 60))
+        result = train(
+            Path(dataset["path"]),
+            out_dir,
+            time_budget_s=budget,
+            on_trial=lambda child: registry.add_child_run(run_id, child),
+        )
+        for child in result.get("child_runs", []):
+            registry.add_child_run(run_id, child)
+        best = {
+            "learner": result.get("learner"),
+            "config": result.get("config"),
+            "metrics": result.get("metrics", {}),
+            "threshold": result.get("threshold"),
+            "best_iteration": result.get("best_iteration"),
+        }
+        registry.update_run(
+            run_id, status=COMPLETED, best=best, model_dir=str(result.get("model_dir", out_dir)), ended_at=utcnow()
+        )
+        log.info("run %s completed: %s", run_id, best.get("metrics"))
+        return 0
+    except Exception as err:  # noqa: BLE001 - every failure is recorded with its reason
+        reason = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+        log.error("run %s failed: %s\n%s", run_id, reason, traceback.format_exc())
+        registry.update_run(run_id, status=FAILED, error=str(reason)[:2000], ended_at=utcnow())
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", required=True, type=Path)
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(args.home.resolve(), args.run_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
