@@ -146,16 +146,15 @@ def run_demo(args: argparse.Namespace) -> int:
 
         bench_settings = Settings.from_env(os.environ)
         result = run_benchmark(bench_settings, ws)
-        report_path = (result.get("paths") or {}).get("html") or (result.get("paths") or {}).get("local_html")
         if "report" in result:
             rep = result["report"]
             for name, t in rep["targets"].items():
                 say(
-                    f"[demo] benchmark {name}: {t.get('requests_per_s', 0):.0f} req/s, p50 {t.get('p50_ms', 0):.2f} ms, "
-                    f"p99 {t.get('p99_ms', 0):.2f} ms, failures {t.get('failures', 0)} ({t.get('status')})"
+                    f"[demo] benchmark {name}: {t.get('requests_per_s') or 0:.0f} req/s, "
+                    f"p50 {(t.get('latency_ms') or {}).get('p50') or 0:.2f} ms, "
+                    f"p99 {(t.get('latency_ms') or {}).get('p99') or 0:.2f} ms, failures {t.get('failures', 0)} ({t.get('status')})"
                 )
-        paths = result.get("paths") or {}
-        report_path = report_path or next((v for k, v in paths.items() if str(v).endswith("report.html")), None)
+        report_path = (result.get("paths") or {}).get("local:report.html")
         say(f"[demo] first benchmark report: {report_path}")
         say(f"[demo] done in {wait.elapsed():.0f} s. Serve it again with: bankml up --home {home}")
     return 0

@@ -102,3 +102,9 @@ class TrainingError(WorkspaceError):
 
 class DeploymentError(WorkspaceError):
     code = "deployment_failed"
+
+
+class BenchError(BankmlError):
+    """The load generator could not run or did not answer in time (not: the target failed)."""
+
+    code = "bench_failed"
