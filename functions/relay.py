@@ -8,9 +8,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import azure.functions as func
-from shared.openapi import build_swagger
 
 from shared.http import json_response
+from shared.openapi import build_swagger
 from shared.relay import Relay
 from shared.workspace import current
 

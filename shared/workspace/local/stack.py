@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from devhost.host import FunctionHost
-
 from devhost.azurite import Azurite
+from devhost.host import FunctionHost
 from devhost.keys import HostKeys
 from shared.config import SETTINGS, Settings
 from shared.errors import ConfigError

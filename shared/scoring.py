@@ -1,0 +1,289 @@
+"""The Azure ML scoring contract as plain functions: bytes in, validated records out; predictions in,
+one response dict out. The model server and the HTTP relay are thin wrappers around these.
+
+Two request envelopes are accepted (both case-sensitive, as in Azure ML):
+
+* legacy (``scoring_file_v_1_0_0``): ``{"data": [{...20 columns...}, ...], "method": "predict"}``;
+  ``method`` is optional, as in the generated ``run(data, method="predict")``.
+* v2 (``scoring_file_v_2_0_0``): ``{"Inputs": {"data": [...]}, "GlobalParameters": {"method": ...}}``;
+  ``GlobalParameters`` and its ``method`` are optional (default ``predict``).
+
+Answers are ``{"result": [...]}`` (legacy) and ``{"Results": [...]}`` (v2), JSON-encoded once:
+Azure's legacy score.py returned a string that the server encoded a second time, which forces
+every client to decode twice; we do not reproduce that quirk.
+
+Validation is strict and every refusal names the field, the row and the offending value:
+
+* unknown keys (top level, in ``Inputs``, in ``GlobalParameters`` and in a row) are refused rather
+  than ignored, so a typo such as ``"campain"`` cannot silently score a row with a wrong column set;
+* booleans are not numbers, ``null`` is not a value, NaN/Infinity are refused;
+* integer columns accept integral floats such as ``3.0``;
+* a string outside the training vocabulary is accepted: it encodes as a missing value (see
+  shared.features), so new categories get a prediction instead of an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.contract import FEATURE_NAMES, FEATURES
+from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+
+logger = logging.getLogger(__name__)
+
+Contract = Literal["legacy", "v2"]
+Method = Literal["predict", "predict_proba"]
+METHODS: tuple[str, ...] = ("predict", "predict_proba")
+JSON_MEDIA_TYPE = "application/json"
+ENVELOPES = 'expected {"data": [...]} (legacy) or {"Inputs": {"data": [...]}, "GlobalParameters": {"method": ...}} (v2)'
+
+_LEGACY_KEYS = frozenset({"data", "method"})
+_V2_KEYS = frozenset({"Inputs", "GlobalParameters"})
+_COLUMNS = frozenset(FEATURE_NAMES)
+# (name, kind) pairs in contract order; iterated once per row.
+_KINDS: tuple[tuple[str, str], ...] = tuple((c.name, c.kind) for c in FEATURES)
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    records: list[dict[str, Any]]
+    contract: Contract
+    method: Method
+
+    @property
+    def rows(self) -> int:
+        return len(self.records)
+
+
+class _NonFiniteToken(ValueError):
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.token = token
+
+
+def _refuse_constant(token: str) -> Any:
+    # json.loads accepts NaN/Infinity/-Infinity by default; they are not JSON and no model input.
+    raise _NonFiniteToken(token)
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _check_media_type(content_type: str | None) -> None:
+    if content_type is None or content_type.strip() == "":
+        return  # absent: assume JSON, as the Azure ML server does
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != JSON_MEDIA_TYPE:
+        raise UnsupportedMediaType(
+            f"content type {content_type!r} is not supported, send {JSON_MEDIA_TYPE}",
+            field="Content-Type",
+            value=content_type,
+            expected=JSON_MEDIA_TYPE,
+        )
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestError("body is not JSON: it is not UTF-8 text", field="body", position=err.start) from err
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except _NonFiniteToken as err:
+        raise RequestError(
+            f"body is not JSON: {err.token} is not a JSON value",
+            field="body",
+            value=err.token,
+            expected="a finite number",
+        ) from err
+    except json.JSONDecodeError as err:
+        raise RequestError(
+            f"body is not JSON: {err.msg} at line {err.lineno} column {err.colno}",
+            field="body",
+            line=err.lineno,
+            column=err.colno,
+        ) from err
+
+
+def _unwrap(doc: Any) -> tuple[Any, Contract, Method]:
+    if not isinstance(doc, dict):
+        raise RequestError(
+            f"body is a JSON {_type_name(doc)}, {ENVELOPES}", field="body", value=_type_name(doc), expected=ENVELOPES
+        )
+    keys = set(doc)
+    if "data" in keys:
+        extra = sorted(keys - _LEGACY_KEYS)
+        if extra:
+            raise RequestError(f"unknown top-level key {extra[0]!r}; {ENVELOPES}", field=extra[0], expected=ENVELOPES)
+        method = doc.get("method", "predict")
+        _check_method(method, "method")
+        return doc["data"], "legacy", method
+    if "Inputs" in keys:
+        extra = sorted(keys - _V2_KEYS)
+        if extra:
+            raise RequestError(f"unknown top-level key {extra[0]!r}; {ENVELOPES}", field=extra[0], expected=ENVELOPES)
+        inputs = doc["Inputs"]
+        if not isinstance(inputs, dict) or "data" not in inputs:
+            raise RequestError(
+                'Inputs must be an object {"data": [...]}',
+                field="Inputs",
+                value=_type_name(inputs),
+                expected='{"data": [...]}',
+            )
+        extra = sorted(set(inputs) - {"data"})
+        if extra:
+            raise RequestError(f"unknown key {extra[0]!r} in Inputs, expected only 'data'", field=f"Inputs.{extra[0]}")
+        params = doc.get("GlobalParameters", {})
+        if not isinstance(params, dict):
+            raise RequestError(
+                'GlobalParameters must be an object {"method": ...}',
+                field="GlobalParameters",
+                value=_type_name(params),
+                expected='{"method": "predict" | "predict_proba"}',
+            )
+        extra = sorted(set(params) - {"method"})
+        if extra:
+            raise RequestError(
+                f"unknown key {extra[0]!r} in GlobalParameters, expected only 'method'",
+                field=f"GlobalParameters.{extra[0]}",
+            )
+        method = params.get("method", "predict")
+        _check_method(method, "GlobalParameters.method")
+        return inputs["data"], "v2", method
+    found = ", ".join(repr(k) for k in sorted(keys)) or "no keys"
+    first = sorted(keys)[0] if keys else None
+    raise RequestError(f"unknown request envelope ({found}); {ENVELOPES}", field=first, expected=ENVELOPES)
+
+
+def _check_method(method: Any, field: str) -> None:
+    if method not in METHODS:
+        raise RequestError(
+            f"{field} must be 'predict' or 'predict_proba', got {method!r}",
+            field=field,
+            value=method if isinstance(method, str | int | float | bool) or method is None else _type_name(method),
+            expected=list(METHODS),
+        )
+
+
+def _bad_value(name: str, row: int, value: Any, expected: str, why: str) -> RequestError:
+    # A null value is dropped from the details by BankmlError; "got" still says what was sent.
+    shown = value if isinstance(value, str | int | float | bool) or value is None else _type_name(value)
+    return RequestError(
+        f"row {row}: column {name!r} {why}", field=name, row=row, value=shown, got=_type_name(value), expected=expected
+    )
+
+
+def _validate_row(row: Any, index: int) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise RequestError(
+            f"row {index} is a JSON {_type_name(row)}, expected an object of column: value",
+            field="data",
+            row=index,
+            value=_type_name(row),
+            expected="object",
+        )
+    if len(row) != len(_COLUMNS) or not _COLUMNS.issuperset(row):
+        missing = [n for n in FEATURE_NAMES if n not in row]
+        if missing:
+            raise RequestError(
+                f"row {index}: missing column {missing[0]!r}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                field=missing[0],
+                row=index,
+                missing=missing,
+            )
+        extra = sorted(k for k in row if k not in _COLUMNS)
+        raise RequestError(
+            f"row {index}: unknown column {extra[0]!r}; only the 20 contract columns are accepted",
+            field=extra[0],
+            row=index,
+            expected=list(FEATURE_NAMES),
+        )
+    out: dict[str, Any] = {}
+    for name, kind in _KINDS:
+        value = row[name]
+        if kind == "string":
+            if type(value) is not str:
+                raise _bad_value(name, index, value, "string", f"must be a string, got {_type_name(value)}")
+            out[name] = value
+            continue
+        # bool is a subclass of int in Python; JSON true/false are not numbers.
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad_value(name, index, value, kind, f"must be a {kind}, got {_type_name(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # json.loads turns an overflowing literal such as 1e999 into inf.
+            raise RequestError(
+                f"row {index}: column {name!r} must be a finite number",
+                field=name,
+                row=index,
+                value=str(value),
+                got="number",
+                expected=kind,
+            )
+        if kind == "integer":
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise _bad_value(name, index, value, kind, f"must be a whole number, got {value!r}")
+                value = int(value)
+            out[name] = value
+        else:
+            out[name] = float(value)
+    return out
+
+
+def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_body_bytes: int) -> ScoringRequest:
+    """Parse and validate a scoring request; raises shared.errors.RequestError (or a subclass)."""
+    if len(body) > max_body_bytes:
+        raise PayloadTooLarge(
+            f"body is {len(body)} bytes, the limit is {max_body_bytes}",
+            field="body",
+            value=len(body),
+            expected=f"at most {max_body_bytes} bytes",
+        )
+    _check_media_type(content_type)
+    data, contract, method = _unwrap(_decode(body))
+    where = "data" if contract == "legacy" else "Inputs.data"
+    if not isinstance(data, list):
+        raise RequestError(
+            f"{where} must be an array of rows, got {_type_name(data)}",
+            field=where,
+            value=_type_name(data),
+            expected="array",
+        )
+    if not data:
+        raise RequestError(f"{where} is empty, send at least one row", field=where, value=0, expected="at least 1 row")
+    if len(data) > max_rows:
+        raise PayloadTooLarge(
+            f"{where} has {len(data)} rows, the limit is {max_rows}",
+            field=where,
+            value=len(data),
+            expected=f"at most {max_rows} rows",
+        )
+    records = [_validate_row(row, i) for i, row in enumerate(data)]
+    return ScoringRequest(records=records, contract=contract, method=method)
+
+
+def format_response(request: ScoringRequest, labels: list[str], probabilities: list[list[float]]) -> dict[str, Any]:
+    """The answer for ``request``: labels for predict, ``[[p_no, p_yes], ...]`` for predict_proba."""
+    result: list[Any] = labels if request.method == "predict" else probabilities
+    return {"result": result} if request.contract == "legacy" else {"Results": result}
+
+
+def encode_json(doc: Any) -> bytes:
+    """Encode an answer once, compactly; NaN/Infinity never leave the server as invalid JSON."""
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")

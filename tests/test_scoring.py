@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.contract import FEATURE_NAMES, TUTORIAL_CUSTOMERS
+from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+from shared.scoring import ScoringRequest, encode_json, format_response, parse_request
+
+JSON = "application/json"
+LIMITS = {"max_rows": 5, "max_body_bytes": 64 * 1024}
+
+
+def rows(n: int = 2) -> list[dict[str, Any]]:
+    return [dict(TUTORIAL_CUSTOMERS[i % 2]) for i in range(n)]
+
+
+def body(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def parse(doc: Any, content_type: str | None = JSON, **limits: int) -> ScoringRequest:
+    raw = doc if isinstance(doc, bytes) else body(doc)
+    return parse_request(raw, content_type, **{**LIMITS, **limits})
+
+
+def refused(
+    doc: Any, kind: type[Exception] = RequestError, content_type: str | None = JSON, **limits: int
+) -> dict[str, Any]:
+    with pytest.raises(kind) as info:
+        parse(doc, content_type, **limits)
+    assert type(info.value) is kind
+    payload = info.value.to_dict()
+    json.dumps(payload)  # the detail must be JSON-able as is
+    return payload["error"]
+
+
+# --- the two contracts -------------------------------------------------------------------------
+
+
+def test_legacy_envelope() -> None:
+    req = parse({"data": rows()})
+    assert (req.contract, req.method, req.rows) == ("legacy", "predict", 2)
+    assert req.records[0] == TUTORIAL_CUSTOMERS[0]
+    assert parse({"data": rows(), "method": "predict_proba"}).method == "predict_proba"
+
+
+def test_v2_envelope_with_and_without_global_parameters() -> None:
+    req = parse({"Inputs": {"data": rows()}, "GlobalParameters": {"method": "predict_proba"}})
+    assert (req.contract, req.method, req.rows) == ("v2", "predict_proba", 2)
+    assert parse({"Inputs": {"data": rows(1)}}).method == "predict"
+    assert parse({"Inputs": {"data": rows(1)}, "GlobalParameters": {}}).method == "predict"
+
+
+def test_records_keep_contract_types() -> None:
+    row = dict(TUTORIAL_CUSTOMERS[0], campaign=3.0, **{"nr.employed": 5099})
+    rec = parse({"data": [row]}).records[0]
+    assert rec["campaign"] == 3 and type(rec["campaign"]) is int
+    assert rec["nr.employed"] == 5099.0 and type(rec["nr.employed"]) is float
+    assert list(rec) == list(FEATURE_NAMES)
+
+
+def test_content_type_with_charset_and_absent_is_accepted() -> None:
+    assert parse({"data": rows()}, "application/json; charset=utf-8").rows == 2
+    assert parse({"data": rows()}, None).rows == 2
+
+
+def test_unseen_category_is_accepted() -> None:
+    assert parse({"data": [dict(TUTORIAL_CUSTOMERS[0], job="astronaut")]}).records[0]["job"] == "astronaut"
+
+
+def test_format_response_per_contract_and_method() -> None:
+    labels, probas = ["yes", "no"], [[0.3, 0.7], [0.9, 0.1]]
+    legacy = parse({"data": rows()})
+    assert format_response(legacy, labels, probas) == {"result": ["yes", "no"]}
+    legacy_p = parse({"data": rows(), "method": "predict_proba"})
+    assert format_response(legacy_p, labels, probas) == {"result": probas}
+    v2 = parse({"Inputs": {"data": rows()}})
+    assert format_response(v2, labels, probas) == {"Results": ["yes", "no"]}
+    v2p = parse({"Inputs": {"data": rows()}, "GlobalParameters": {"method": "predict_proba"}})
+    assert format_response(v2p, labels, probas) == {"Results": probas}
+
+
+def test_response_is_encoded_once() -> None:
+    raw = encode_json(format_response(parse({"data": rows()}), ["yes", "no"], [[0.1, 0.9], [0.8, 0.2]]))
+    decoded = json.loads(raw)
+    assert decoded == {"result": ["yes", "no"]}  # a dict after one decode, not a JSON string
+    assert raw == b'{"result":["yes","no"]}'
+    with pytest.raises(ValueError):
+        encode_json({"Results": [float("nan")]})
+
+
+# --- refusals of the whole body --------------------------------------------------------------
+
+
+def test_body_not_json() -> None:
+    err = refused(b"{not json")
+    assert err["code"] == "bad_request" and err["message"].startswith("body is not JSON") and err["field"] == "body"
+    assert refused(b"\xff\xfe")["message"].startswith("body is not JSON")
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_tokens(token: str) -> None:
+    raw = json.dumps({"data": rows(1)}).replace("971", token).encode()
+    err = refused(raw)
+    assert err["value"] == token and token in err["message"]
+
+
+def test_overflowing_number_is_refused_naming_the_column() -> None:
+    raw = json.dumps({"data": rows(1)}).replace("971", "1e999").encode()
+    err = refused(raw)
+    assert (err["field"], err["row"], err["value"]) == ("duration", 0, "inf")
+
+
+def test_wrong_content_type() -> None:
+    err = refused({"data": rows()}, UnsupportedMediaType, content_type="text/plain")
+    assert err["code"] == "unsupported_media_type" and err["value"] == "text/plain" and err["expected"] == JSON
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        (rows(), "body"),  # a bare list of rows
+        ({"input_data": {"data": rows()}}, "input_data"),
+        ({"data": rows(), "Inputs": {"data": rows()}}, "Inputs"),
+        ({"Inputs": {"data": rows()}, "extra": 1}, "extra"),
+        ({}, None),
+    ],
+)
+def test_unknown_envelopes_name_the_expected_ones(doc: Any, field: str | None) -> None:
+    err = refused(doc)
+    assert '{"data": [...]}' in err["message"] and '"Inputs"' in err["message"]
+    assert err.get("field") == field
+
+
+def test_bad_v2_parts() -> None:
+    assert refused({"Inputs": rows()})["field"] == "Inputs"
+    assert refused({"Inputs": {"rows": rows()}})["field"] == "Inputs"
+    assert refused({"Inputs": {"data": rows(), "x": 1}})["field"] == "Inputs.x"
+    assert refused({"Inputs": {"data": rows()}, "GlobalParameters": "predict"})["field"] == "GlobalParameters"
+    assert (
+        refused({"Inputs": {"data": rows()}, "GlobalParameters": {"method": "predict", "k": 1}})["field"]
+        == "GlobalParameters.k"
+    )
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"Inputs": {"data": rows()}, "GlobalParameters": {"method": "predict_log_proba"}}, "GlobalParameters.method"),
+        ({"data": rows(), "method": "transform"}, "method"),
+    ],
+)
+def test_other_methods_are_refused(doc: Any, field: str) -> None:
+    err = refused(doc)
+    assert err["field"] == field and err["expected"] == ["predict", "predict_proba"]
+
+
+def test_data_not_a_list_and_empty() -> None:
+    err = refused({"data": {"age": 1}})
+    assert err["field"] == "data" and err["value"] == "object"
+    err = refused({"data": []})
+    assert err["field"] == "data" and "empty" in err["message"]
+    assert refused({"Inputs": {"data": []}})["field"] == "Inputs.data"
+
+
+def test_too_many_rows() -> None:
+    err = refused({"data": rows(6)}, PayloadTooLarge)
+    assert err["code"] == "payload_too_large" and err["value"] == 6 and "5" in err["expected"]
+    assert parse({"data": rows(5)}).rows == 5
+
+
+def test_body_too_large() -> None:
+    raw = body({"data": rows()})
+    err = refused(raw, PayloadTooLarge, max_body_bytes=len(raw) - 1)
+    assert err["field"] == "body" and err["value"] == len(raw)
+    assert parse(raw, max_body_bytes=len(raw)).rows == 2
+
+
+# --- refusals of one row ------------------------------------------------------------------------
+
+
+def with_value(column: str, value: Any, row: int = 1) -> dict[str, Any]:
+    data = rows(2)
+    data[row][column] = value
+    return {"data": data}
+
+
+def test_row_not_an_object() -> None:
+    err = refused({"data": [rows(1)[0], [1, 2, 3]]})
+    assert (err["field"], err["row"], err["value"]) == ("data", 1, "array")
+
+
+def test_missing_column_is_named() -> None:
+    data = rows(2)
+    del data[1]["age"]
+    err = refused({"data": data})
+    assert (err["field"], err["row"]) == ("age", 1) and "'age'" in err["message"] and err["missing"] == ["age"]
+
+
+def test_unknown_extra_column_is_refused() -> None:
+    data = rows(2)
+    data[0]["y"] = "yes"
+    err = refused({"data": data})
+    assert (err["field"], err["row"]) == ("y", 0) and "unknown column" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "shown"),
+    [
+        ("campaign", "three", "three"),
+        ("campaign", True, True),  # booleans are not numbers
+        ("euribor3m", False, False),
+        ("age", None, None),  # null is not a value
+        ("campaign", 2.5, 2.5),  # integer column, fractional value
+        ("emp.var.rate", "1.1", "1.1"),
+        ("job", 3, 3),
+        ("month", None, None),
+        ("age", [17], "array"),
+        ("job", {"x": 1}, "object"),
+    ],
+)
+def test_wrong_types_name_field_row_and_value(column: str, value: Any, shown: Any) -> None:
+    err = refused(with_value(column, value))
+    assert (err["field"], err["row"]) == (column, 1)
+    if value is None:
+        assert "value" not in err and err["got"] == "null"
+    else:
+        assert err["value"] == shown and type(err["value"]) is type(shown)
+    assert column in err["message"] and "row 1" in err["message"]
+
+
+def test_integral_float_accepted_in_integer_column() -> None:
+    req = parse(with_value("campaign", 3.0))
+    assert req.records[1]["campaign"] == 3
