@@ -98,7 +98,8 @@ def cmd_drop(args: argparse.Namespace) -> int:
         client.create_container()
     with path.open("rb") as fh:
         blob = client.upload_blob(name, fh, overwrite=True)
-    print(f"uploaded {path} to incoming/{name} (etag {blob.get('etag', '').strip(chr(34))})")
+    etag = str(blob.get_blob_properties().etag).strip('"')
+    print(f"uploaded {path} to incoming/{name} (etag {etag})")
     return 0
 
 
