@@ -98,7 +98,8 @@ def run_demo(args: argparse.Namespace) -> int:
         say(f"[demo] dataset {dataset['name']} v{dataset['version']} registered ({dataset['rows']} rows) at {wait.elapsed():.1f} s")
 
         run = None
-        shown = (-1, None)
+        shown: tuple[str, float | None] = ("", None)
+        last_line = 0.0
         while True:
             runs = [r for r in ws.registry.list_runs() if r["dataset_version"] == dataset["version"]]
             run = runs[0] if runs else None
@@ -107,8 +108,9 @@ def run_demo(args: argparse.Namespace) -> int:
             if run:
                 children = ws.registry.child_runs(run["run_id"])
                 best = max((c["metric"] for c in children if c["metric"] is not None), default=None)
-                if (len(children), run["status"]) != shown:
-                    shown = (len(children), run["status"])
+                # A line when the status or the best metric changes, else one every 10 s.
+                if (run["status"], best) != shown or time.monotonic() - last_line > 10:
+                    shown, last_line = (run["status"], best), time.monotonic()
                     best_s = f", best validation AUC {best:.4f}" if best is not None else ""
                     say(f"[demo] run {run['run_id']}: {run['status']}, {len(children)} trials{best_s} ({wait.elapsed():.0f} s)")
             wait.check("training to finish")
