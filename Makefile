@@ -4,16 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= https://automlsamplenotebookdata.blob.core.windows.net/automl-sample-notebook-data/bankmarketing_train.csv
 HOME_DIR ?= .bankml
+UV_PIN := uv==0.13.9
 
 .PHONY: install demo test lint up bench clean
 
-install: $(VENV)/.installed node_modules/.installed
+# The Python and the Node installs run side by side.
+install:
+	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed node_modules/.installed
 
+# uv installs the pinned requirements in parallel (several times faster than pip).
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "bankml needs Python 3.11 (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check $(UV_PIN)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json

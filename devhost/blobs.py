@@ -86,6 +86,12 @@ def parse_blob_path(path: str, *, where: str) -> tuple[str, str, re.Pattern[str]
     return container, prefix, re.compile(regex, re.DOTALL)
 
 
+def leaves_container(name: str) -> bool:
+    """True for a blob name that a URL would resolve outside its container: a ``.`` or ``..``
+    segment (``\\`` counts as ``/``: Azurite stores it so), or a leading separator."""
+    return name[:1] in ("/", "\\") or any(p in (".", "..") for p in re.split(r"[/\\]", name))
+
+
 def connection_string(setting: str | None, environ: Mapping[str, str], *, where: str) -> str:
     name = setting or DEFAULT_CONNECTION
     for candidate in (name, f"AzureWebJobs{name}"):
@@ -242,6 +248,14 @@ class BlobTriggers:
         """Invoke ``function`` for this blob version unless it already has a receipt (or ``force``)."""
         target = self.targets[function]
         full = f"{target.container}/{blob_name}"
+        if leaves_container(blob_name):
+            # Not retried on every scan: the name cannot be read safely, now or later.
+            key = (function, full, normalize_etag(etag))
+            if not self.store.is_poisoned(*key):
+                logger.error("blob name %r leaves container %s: not read, not invoked", blob_name, target.container)
+                self.store.record_failure(*key, "blob name leaves its container", max_attempts=1)
+            self._remember(key)
+            return BlobResult.POISONED
         client = target.client.get_blob_client(blob_name)
         with self._lock_for(function, full):
             try:
@@ -318,9 +332,17 @@ class BlobTriggers:
             logger.info("event %s is not for container %s; ignored", env.id, target.container)
             return BlobResult.IGNORED
         etag = env.data_field("eTag")
-        for name in ref.candidates:
-            if not target.matches(name):
-                continue
+        wanted = normalize_etag(str(etag)) if etag else None
+        names = [n for n in ref.candidates if target.matches(n)]
+        safe = [n for n in names if not leaves_container(n)]
+        if names and not safe:
+            # Never put such a name into a URL: the HTTP client resolves `..` to another container.
+            logger.warning("event %s: blob name %r leaves container %s; ignored", env.id, names[0], target.container)
+            return BlobResult.IGNORED
+        # The candidates are readings of one name (decoded, as written, from the url); with an
+        # ETag the version it names decides, so a literal "a%20b.csv" never resolves to "a b.csv".
+        found: tuple[str, Any] | None = None
+        for name in safe:
             try:
                 current = target.client.get_blob_client(name).get_blob_properties()
             except ResourceNotFoundError:
@@ -328,8 +350,14 @@ class BlobTriggers:
             except AzureError as err:
                 logger.warning("reading %s/%s failed: %s", target.container, name, err.__class__.__name__)
                 return BlobResult.ERROR
+            if wanted is None or normalize_etag(current.etag) == wanted:
+                found = (name, current)
+                break
+            found = found or (name, current)
+        if found is not None:
+            name, current = found
             return self.process(function, name, str(etag) if etag else current.etag, source=SOURCE_EVENT_GRID)
-        if not any(target.matches(n) for n in ref.candidates):
+        if not names:
             return BlobResult.IGNORED
         logger.info("event %s: blob %s not found in %s", env.id, ref.candidates[0], target.container)
         return BlobResult.MISSING

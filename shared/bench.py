@@ -36,9 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
 ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
 STATUS_ORDER = {"ok": 0, "failed": 1, "unreachable": 2}
+# Status of a run that found no live deployment: recorded, but it has no targets and no figures.
+NOTHING_TO_MEASURE = "nothing to measure"
+# Status (never stored) of a run that did not start because another one held the lock.
+ALREADY_RUNNING = "already running"
 AB_PERCENTILES = (50, 66, 75, 80, 90, 95, 98, 99, 100)
 # Above this many requests a report keeps the histogram only, so report.json stays small.
 REPORT_LATENCIES_CAP = 10_000
+SCHEMA_VERSION = 2
 # Seconds allowed for interpreter start-up and the final join on top of the job's own bounds.
 SPAWN_SLACK_S = 15.0
 # A setting whose name matches is left out of a report whatever its value.
@@ -161,11 +166,20 @@ def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
 
     concurrency = job.get("concurrency")
     note = None
+    latency_label = None
     if status == "unreachable":
         samples = result.get("error_samples") or []
         note = "no HTTP answer" + (f": {samples[0]}" if samples else "")
     elif status == "failed":
         note = f"{failures} of {requests} requests failed"
+        if latency is not None:
+            # The figures of a failed run describe something else than clean scoring: say what.
+            parts = []
+            if non_2xx_total:
+                parts.append(f"include {non_2xx_total} non-2xx answers")
+            if connection_errors:
+                parts.append(f"leave out {connection_errors} requests that got no HTTP answer")
+            latency_label = "failed run: latencies " + " and ".join(parts)
     return {
         "status": status,
         "note": note,
@@ -193,6 +207,7 @@ def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
         "latency_ms": latency,
         "percentiles_ms": percentiles,
         "latency_includes_failures": bool(non_2xx_total) and latency is not None,
+        "latency_label": latency_label,
         "bytes_received": int(result.get("bytes_received", 0)),
         "bytes_sent": int(result.get("bytes_sent", 0)),
         "received_kb_per_s": _rate(int(result.get("bytes_received", 0)) / 1024, duration) if reachable else None,
@@ -229,6 +244,26 @@ def _as_utc(moment: datetime | str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _report_head(
+    started: datetime,
+    *,
+    settings: Mapping[str, Any],
+    payload: Mapping[str, Any] | None,
+    status: str,
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "id": started.strftime(ID_FORMAT),
+        "created_at": datetime.now(UTC).isoformat(),
+        "started_at": started.isoformat(),
+        "status": status,
+        "note": None,
+        "settings": public_settings(dict(settings)),
+        "payload": public_settings(dict(payload)) if payload else None,
+        "payload_rows": (payload or {}).get("rows"),
+    }
+
+
 def build_report(
     targets: Mapping[str, Mapping[str, Any]],
     *,
@@ -236,10 +271,17 @@ def build_report(
     model_version: str | int | None,
     dataset_version: str | int | None,
     deployment: str | None,
-    payload_rows: int,
+    payload_rows: int | None = None,
     started_at: datetime | str,
+    run_id: str | None = None,
+    deployment_live_since: str | None = None,
+    payload: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One report from the raw loadgen results of each target; status is the worst target's."""
+    """One report from the raw loadgen results of each target; status is the worst target's.
+
+    ``deployment`` / ``model_version`` / ``deployment_live_since`` identify what was measured, so a
+    report read back later can tell whether it still describes the live deployment (``staleness``).
+    """
     if not targets:
         raise ValueError("a report needs at least one target")
     started = _as_utc(started_at)
@@ -253,19 +295,78 @@ def build_report(
         summary["timeline"] = list(raw.get("timeline") or [])
         summary["timeline_stride"] = int(raw.get("timeline_stride", 1))
         out[str(name)] = summary
-    return {
-        "schema_version": 1,
-        "id": started.strftime(ID_FORMAT),
-        "created_at": datetime.now(UTC).isoformat(),
-        "started_at": started.isoformat(),
-        "settings": public_settings(dict(settings)),
-        "model_version": model_version,
-        "dataset_version": dataset_version,
-        "deployment": deployment,
-        "payload_rows": payload_rows,
-        "status": max((t["status"] for t in out.values()), key=STATUS_ORDER.__getitem__),
-        "targets": out,
-    }
+    if payload is None and payload_rows is not None:
+        payload = {"rows": payload_rows}
+    status = max((t["status"] for t in out.values()), key=STATUS_ORDER.__getitem__)
+    report = _report_head(started, settings=settings, payload=payload, status=status)
+    failing = [name for name, t in out.items() if t["status"] != "ok"]
+    if failing:
+        report["note"] = "; ".join(f"{name}: {out[name]['note']}" for name in failing)
+    report.update(
+        {
+            "model_version": model_version,
+            "dataset_version": dataset_version,
+            "deployment": deployment,
+            "run_id": run_id,
+            "deployment_live_since": deployment_live_since,
+            "targets": out,
+        }
+    )
+    return report
+
+
+def build_nothing_report(
+    *, settings: Mapping[str, Any], started_at: datetime | str, note: str = "no live deployment"
+) -> dict[str, Any]:
+    """The record of a run that found nothing to load-test: no targets, no figures, the reason."""
+    report = _report_head(_as_utc(started_at), settings=settings, payload=None, status=NOTHING_TO_MEASURE)
+    report.update(
+        {
+            "note": note,
+            "model_version": None,
+            "dataset_version": None,
+            "deployment": None,
+            "run_id": None,
+            "deployment_live_since": None,
+            "targets": {},
+        }
+    )
+    return report
+
+
+def staleness(report: Mapping[str, Any], live: Mapping[str, Any] | None) -> str | None:
+    """Why ``report`` no longer describes the live deployment, or None when it still does.
+
+    ``live`` is ``{"name", "model_version", "live_since"}`` of the deployment live now (None: none
+    is). A report is stale when it measured another deployment or model version than the live one,
+    or was started before the live one went live (a data dir rebuilt with the same names).
+    """
+    measured = report.get("deployment")
+    if live is None:
+        return f"it measured {measured}; no deployment is live now" if measured else None
+    live_name, live_version = live.get("name"), live.get("model_version")
+    if not measured:
+        return f"no deployment was live when it ran; {live_name} (model {live_version}) is live now"
+    if measured != live_name or str(report.get("model_version")) != str(live_version):
+        return (
+            f"it measured {measured} (model {report.get('model_version')}); "
+            f"the live deployment is {live_name} (model {live_version})"
+        )
+    since, started = live.get("live_since"), report.get("started_at")
+    if since and started:
+        try:
+            older = _as_utc(str(started)) < _as_utc(str(since))
+        except ValueError:
+            older = False
+        if older:
+            return f"it ran at {started}, before {live_name} went live at {since}"
+    return None
+
+
+def mark_stale(report: Mapping[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``report`` with ``stale`` (bool) and ``stale_reason`` set against ``live``."""
+    reason = staleness(report, live)
+    return {**report, "stale": reason is not None, "stale_reason": reason}
 
 
 # --------------------------------------------------------------------------- text
@@ -279,19 +380,32 @@ def _num(value: float | int | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _payload_text(report: Mapping[str, Any]) -> str:
+    payload = report.get("payload") or {}
+    if not payload:
+        return str(report.get("payload_rows") or "—")
+    return f"{payload.get('rows')} ({payload.get('source', '?')}, {payload.get('bytes', '?')} bytes)"
+
+
 def ab_summary(report: Mapping[str, Any]) -> str:
     """Apache-Bench-like text, one block per target, for the CLI."""
-    lines = [
-        f"Benchmark {report['id']}  status: {report['status']}",
+    lines = [f"Benchmark {report['id']}  status: {report['status']}"]
+    if report.get("stale"):
+        lines.append(f"STALE: {report.get('stale_reason')}")
+    if not report.get("targets"):
+        lines.append(f"Nothing was measured: {report.get('note') or 'no target'}")
+        return "\n".join(lines) + "\n"
+    lines.append(
         f"Deployment: {report.get('deployment') or '—'}  model: {report.get('model_version') or '—'}  "
-        f"dataset: {report.get('dataset_version') or '—'}  rows per request: {report.get('payload_rows')}",
-    ]
+        f"dataset: {report.get('dataset_version') or '—'}  rows per request: {_payload_text(report)}"
+    )
     for name, t in report["targets"].items():
         non_2xx = ", ".join(f"{code}: {n}" for code, n in t["non_2xx"].items())
         lines += [
             "",
             f"== {name}  ({t['status']})",
             f"Document URL:           {t.get('url') or '—'}",
+            f"Document Length:        {t.get('body_bytes') or 0} bytes sent per request",
             f"Concurrency Level:      {t.get('concurrency') or '—'}",
             f"Time taken for tests:   {t['duration_s']:.3f} seconds",
             f"Complete requests:      {t['requests']}",
@@ -307,10 +421,75 @@ def ab_summary(report: Mapping[str, Any]) -> str:
         if t["note"]:
             lines.append(f"Note:                   {t['note']}")
         if t["percentiles_ms"]:
-            caveat = " (includes non-2xx answers)" if t["latency_includes_failures"] else ""
+            label = t.get("latency_label")
+            lat = t.get("latency_ms") or {}
+            lines.append(
+                "Latency (ms):           "
+                + "  ".join(f"{k} {_num(lat.get(k), 1)}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max"))
+                + (f"  [{label}]" if label else "")
+            )
+            caveat = f" [{label}]" if label else ""
             lines.append(f"\nPercentage of the requests served within a certain time (ms){caveat}")
             for p, v in t["percentiles_ms"].items():
                 lines.append(f" {p:>3}%  {_num(v, 1):>9}" + ("  (longest request)" if p == "100" else ""))
+    return "\n".join(lines) + "\n"
+
+
+_HISTORY_COLUMNS = (
+    ("date (UTC)", 19, "<"),
+    ("target", 12, "<"),
+    ("req/s", 9, ">"),
+    ("p50 ms", 9, ">"),
+    ("p99 ms", 9, ">"),
+    ("failures", 8, ">"),
+    ("status", 18, "<"),
+    ("model", 6, "<"),
+)
+
+
+def history_text(reports: Iterable[Mapping[str, Any]]) -> str:
+    """The trend of earlier runs, oldest first, one line per target (a line for an empty run).
+
+    Latencies of a failed target carry ``*``; a report marked stale (``mark_stale``) says why.
+    """
+    ordered = sorted(reports, key=lambda r: str(r.get("id", "")))
+    if not ordered:
+        return "no benchmark reports yet\n"
+
+    def row(values: list[str]) -> str:
+        cells = [f"{v:{align}{width}}" for v, (_, width, align) in zip(values, _HISTORY_COLUMNS, strict=True)]
+        return "  ".join(cells).rstrip()
+
+    lines = [row([c[0] for c in _HISTORY_COLUMNS]) + "  note"]
+    starred = False
+    for r in ordered:
+        date = str(r.get("started_at") or r.get("created_at") or "")[:19].replace("T", " ")
+        model = f"v{r['model_version']}" if r.get("model_version") not in (None, "") else "—"
+        note = f"stale: {r['stale_reason']}" if r.get("stale") else ""
+        targets = r.get("targets") or {}
+        if not targets:
+            lines.append(
+                row([date, "—", "—", "—", "—", "—", str(r.get("status", "?")), model])
+                + f"  {note or r.get('note') or ''}".rstrip()
+            )
+            continue
+        for name, t in targets.items():
+            lat = t.get("latency_ms") or {}
+            star = "*" if t.get("latency_label") else ""
+            starred = starred or bool(star)
+            cells = [
+                date,
+                str(name),
+                _num(t.get("requests_per_s"), 1),
+                _num(lat.get("p50"), 2) + star if lat.get("p50") is not None else "—",
+                _num(lat.get("p99"), 2) + star if lat.get("p99") is not None else "—",
+                str(t.get("failures", "?")),
+                str(t.get("status", "?")),
+                model,
+            ]
+            lines.append(row(cells) + (f"  {note}" if note else ""))
+    if starred:
+        lines.append("* latency of a failed run (see its report for what the figures include)")
     return "\n".join(lines) + "\n"
 
 
@@ -393,6 +572,8 @@ def _history_rows(report: Mapping[str, Any], history: Iterable[Mapping[str, Any]
                     "rps": t.get("requests_per_s"),
                     "p50": lat.get("p50"),
                     "p99": lat.get("p99"),
+                    "failures": t.get("failures"),
+                    "failed_latency": bool(t.get("latency_label")),
                     "status": t.get("status", "?"),
                     "current": current,
                 }
@@ -439,7 +620,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:0 0 12px}
 .meta{color:#4b5563;margin-bottom:20px}.meta span{margin-right:18px}
 .card{background:#fff;border-radius:10px;box-shadow:0 1px 3px rgba(0,0,0,.08);padding:18px 22px;margin-bottom:20px}
 .badge{display:inline-block;padding:2px 10px;border-radius:999px;font-size:13px;font-weight:600;color:#fff;vertical-align:middle}
-.ok{background:#059669}.failed{background:#dc2626}.unreachable{background:#6b7280}
+.ok{background:#059669}.failed{background:#dc2626}.unreachable{background:#6b7280}.nothing{background:#9ca3af}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{padding:6px 10px;border-bottom:1px solid #e5e7eb;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f9fafb;font-weight:600}
@@ -456,7 +637,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def _badge(status: str) -> str:
-    cls = status if status in STATUS_ORDER else "unreachable"
+    cls = status if status in STATUS_ORDER else "nothing" if status == NOTHING_TO_MEASURE else "unreachable"
     return f'<span class="badge {cls}">{html.escape(status)}</span>'
 
 
@@ -485,7 +666,9 @@ def _target_section(name: str, t: Mapping[str, Any]) -> str:
         ("p99", "p99"),
         ("max", "max"),
     ):
-        rows.append((f"Latency {label}", f"{e(_num(lat.get(key)))} ms"))
+        # A failed run's latencies are labelled on every line, not only in a note below the table.
+        suffix = " (failed run)" if t.get("latency_label") else ""
+        rows.append((f"Latency {label}{suffix}", f"{e(_num(lat.get(key)))} ms"))
     rows.append(
         ("Transfer rate", f"{e(_num(t['received_kb_per_s']))} KB/s received, {e(_num(t['sent_kb_per_s']))} KB/s sent")
     )
@@ -493,8 +676,8 @@ def _target_section(name: str, t: Mapping[str, Any]) -> str:
     notes = ""
     if t.get("note"):
         notes += f'<p class="warn">{e(t["note"])}</p>'
-    if t.get("latency_includes_failures"):
-        notes += '<p class="warn">Latency figures include non-2xx answers.</p>'
+    if t.get("latency_label"):
+        notes += f'<p class="warn">Latency figures of a {e(t["latency_label"])}.</p>'
     if t.get("error_samples"):
         notes += '<ul class="errors">' + "".join(f"<li>{e(s)}</li>" for s in t["error_samples"]) + "</ul>"
     plot = _img(_latency_figure({name: t}, name), f"latency of {name}")
@@ -509,8 +692,9 @@ def _history_section(rows: list[dict[str, Any]]) -> str:
     body = "".join(
         f'<tr class="{"current" if r["current"] else ""}"><td>{e(r["date"])}</td><td>{e(str(r["id"]))}</td>'
         f"<td>{e(str(r['target']))}</td><td>{e(str(r['model'] if r['model'] is not None else '—'))}</td>"
-        f'<td class="n">{e(_num(r["rps"]))}</td><td class="n">{e(_num(r["p50"]))}</td>'
-        f'<td class="n">{e(_num(r["p99"]))}</td><td>{_badge(str(r["status"]))}</td></tr>'
+        f'<td class="n">{e(_num(r["rps"]))}</td><td class="n">{e(_num(r["p50"]))}{"*" if r["failed_latency"] else ""}</td>'
+        f'<td class="n">{e(_num(r["p99"]))}{"*" if r["failed_latency"] else ""}</td>'
+        f'<td class="n">{e(_num(r["failures"]))}</td><td>{_badge(str(r["status"]))}</td></tr>'
         for r in rows
     )
     trend = _trend_png(rows)
@@ -518,13 +702,18 @@ def _history_section(rows: list[dict[str, Any]]) -> str:
         '<section class="card"><h2>Compared with earlier runs</h2>'
         + (_img(trend, "trend of latency and throughput") if trend else "")
         + "<table><tr><th>Date (UTC)</th><th>Run</th><th>Target</th><th>Model</th><th>Req/s</th>"
-        "<th>p50 ms</th><th>p99 ms</th><th>Status</th></tr>" + body + "</table>"
-        '<p class="muted">Highlighted: this run.</p></section>'
+        "<th>p50 ms</th><th>p99 ms</th><th>Failures</th><th>Status</th></tr>" + body + "</table>"
+        '<p class="muted">Highlighted: this run. * latency of a failed run.</p></section>'
     )
 
 
-def render_html(report: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
-    """A self-contained page: inline CSS, plots as data URIs, nothing fetched from the network."""
+def render_html(
+    report: Mapping[str, Any], history: list[dict[str, Any]], *, overview_png: bytes | None = None
+) -> str:
+    """A self-contained page: inline CSS, plots as data URIs, nothing fetched from the network.
+
+    ``overview_png``: ``latency_png(report)`` when the caller made it already (it is also saved).
+    """
     e = html.escape
     meta = "".join(
         f"<span><b>{e(label)}:</b> {e(str(value) if value not in (None, '') else '—')}</span>"
@@ -533,7 +722,7 @@ def render_html(report: Mapping[str, Any], history: list[dict[str, Any]]) -> str
             ("Deployment", report.get("deployment")),
             ("Model", report.get("model_version")),
             ("Dataset", report.get("dataset_version")),
-            ("Rows per request", report.get("payload_rows")),
+            ("Rows per request", _payload_text(report)),
         )
     )
     settings = "".join(
@@ -541,17 +730,25 @@ def render_html(report: Mapping[str, Any], history: list[dict[str, Any]]) -> str
         for k, v in (report.get("settings") or {}).items()
     )
     overview = ""
-    if len(report["targets"]) > 1:
+    if not report["targets"]:
         overview = (
-            f'<section class="card"><h2>All targets</h2>{_img(latency_png(report), "latency of all targets")}</section>'
+            f'<section class="card"><h2>Nothing was measured</h2><p>{e(str(report.get("note") or ""))}</p></section>'
+        )
+    elif len(report["targets"]) > 1:
+        overview = (
+            '<section class="card"><h2>All targets</h2>'
+            f'{_img(overview_png or latency_png(report), "latency of all targets")}</section>'
         )
     sections = "".join(_target_section(name, t) for name, t in report["targets"].items())
+    warning = ""
+    if report.get("note") and report["targets"]:
+        warning = f'<p class="warn">{e(str(report["note"]))}</p>'
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>Benchmark {e(report['id'])}</title><style>{_CSS}</style></head><body><main>"
         f"<h1>Benchmark {e(report['id'])} {_badge(report['status'])}</h1>"
-        f'<div class="meta">{meta}</div>'
+        f'<div class="meta">{meta}</div>{warning}'
         f"{overview}{sections}{_history_section(_history_rows(report, history))}"
         f'<section class="card"><h2>Settings</h2><table>{settings}</table></section>'
         "</main></body></html>"
@@ -571,7 +768,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def save_report(
     report: Mapping[str, Any],
     html_text: str,
-    png: bytes,
+    png: bytes | None,
     *,
     container_client: Any = None,
     local_dir: Path,
@@ -587,7 +784,9 @@ def save_report(
         # The id becomes a path and a blob name: refuse anything but the timestamp format.
         raise ValueError(f"report id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ")
     report_json = json.dumps(report, indent=1).encode("utf-8")
-    files = {"report.json": report_json, "report.html": html_text.encode("utf-8"), "latency.png": png}
+    files = {"report.json": report_json, "report.html": html_text.encode("utf-8")}
+    if png is not None:  # a run with nothing measured has no plot
+        files["latency.png"] = png
     written: dict[str, str] = {}
 
     run_dir = Path(local_dir) / run_id
@@ -644,3 +843,30 @@ def load_history(local_dir: Path | None, limit: int = 20, *, container_client: A
         except (OSError, ValueError) as err:
             logger.warning("skipping unreadable benchmark report %s: %s", d.name, type(err).__name__)
     return reports
+
+
+def load_latest(local_dir: Path | None, *, container_client: Any = None) -> dict[str, Any] | None:
+    """``latest.json``: from ``local_dir`` when it is there, else from the container; None when neither has it.
+
+    The local copy comes first: on one machine the function host and the CLI share the data dir, and
+    it is what ``save_report`` wrote last. The container is the fallback for an instance whose data
+    dir is new (another Functions instance, a fresh machine).
+    """
+    if local_dir is not None:
+        path = Path(local_dir) / "latest.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as err:
+            raise BenchError(f"the latest benchmark report {path} is unreadable: {type(err).__name__}") from err
+    if container_client is not None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            return json.loads(container_client.download_blob("latest.json").readall())
+        except ResourceNotFoundError:
+            return None
+        except (AzureError, ValueError) as err:
+            raise BenchError(f"the latest benchmark report in the container is unreadable: {type(err).__name__}") from err
+    return None

@@ -52,9 +52,24 @@ SETTINGS: dict[str, Setting] = {
     "benchmark_schedule": Setting(
         "BANKML_BENCHMARK_SCHEDULE", "0 */30 * * * *", "NCRONTAB (six fields) of the benchmark timer"
     ),
+    "retrain_schedule": Setting(
+        "BANKML_RETRAIN_SCHEDULE",
+        "",
+        "NCRONTAB (six fields) of scheduled retraining on the latest dataset version; empty: off (no timer function)",
+    ),
     "bench_requests": Setting("BANKML_BENCH_REQUESTS", "200", "requests per benchmark target (upper bound)"),
     "bench_duration_s": Setting("BANKML_BENCH_DURATION_S", "20", "seconds per benchmark target (upper bound)"),
     "bench_concurrency": Setting("BANKML_BENCH_CONCURRENCY", "4", "concurrent clients of the load generator"),
+    "bench_payload_file": Setting(
+        "BANKML_BENCH_PAYLOAD_FILE",
+        "",
+        "JSON scoring request the benchmark sends (relative paths from the app root); empty: the two tutorial customers",
+    ),
+    "bench_payload_rows": Setting(
+        "BANKML_BENCH_PAYLOAD_ROWS",
+        "0",
+        "when above 0, the benchmark sends this many generated rows per request instead (not with a payload file)",
+    ),
     "relay_key": Setting(
         "BANKML_RELAY_KEY", "", "function key the benchmark uses to call the relay (set by `bankml up`)", secret=True
     ),
@@ -63,6 +78,44 @@ SETTINGS: dict[str, Setting] = {
         "",
         "when set, model-server telemetry also goes to Application Insights",
         secret=True,
+    ),
+    # -- azure backend (BANKML_BACKEND=azure); identities, never keys -------------------------
+    "storage_account_name": Setting(
+        "AzureWebJobsStorage__accountName",
+        "",
+        "identity-based storage connection in Azure: the account name (the app's managed identity signs in)",
+    ),
+    "azure_subscription_id": Setting("AZURE_SUBSCRIPTION_ID", "", "azure backend: subscription of the Azure ML workspace"),
+    "azure_resource_group": Setting("AZURE_RESOURCE_GROUP", "", "azure backend: resource group of the Azure ML workspace"),
+    "azure_ml_workspace": Setting("AZURE_ML_WORKSPACE", "", "azure backend: name of the Azure ML workspace"),
+    "azure_trigger": Setting(
+        "BANKML_AZURE_TRIGGER",
+        "batch",
+        "azure backend: how training starts: 'batch' (batch endpoint hosting the AutoML pipeline component) "
+        "or 'pipeline' (POST to a published pipeline's REST endpoint)",
+    ),
+    "azure_batch_endpoint": Setting(
+        "BANKML_AZURE_BATCH_ENDPOINT", "", "azure backend, trigger 'batch': batch endpoint name (scripts/publish_pipeline.py)"
+    ),
+    "azure_pipeline_url": Setting(
+        "BANKML_AZURE_PIPELINE_URL", "", "azure backend, trigger 'pipeline': REST endpoint of the published pipeline"
+    ),
+    "azure_pipeline_input": Setting(
+        "BANKML_AZURE_PIPELINE_INPUT", "training_data", "azure backend: the pipeline's data input (batch input or DataPath parameter)"
+    ),
+    "azure_online_endpoint": Setting(
+        "BANKML_AZURE_ONLINE_ENDPOINT", "", "azure backend: managed online endpoint serving the live model (unique in its region)"
+    ),
+    "azure_instance_type": Setting("BANKML_AZURE_INSTANCE_TYPE", "Standard_DS3_v2", "azure backend: VM size of each online deployment"),
+    "azure_instance_count": Setting("BANKML_AZURE_INSTANCE_COUNT", "1", "azure backend: instances per online deployment"),
+    "azure_scoring_script": Setting(
+        "BANKML_AZURE_SCORING_SCRIPT",
+        "scoring_file_v_1_0_0.py",
+        "azure backend: AutoML scoring script deployed with the model (v_1_0_0: {\"data\"} in, double-encoded "
+        "{\"result\"} out; v_2_0_0: Inputs/GlobalParameters in, {\"Results\"} out)",
+    ),
+    "azure_state_container": Setting(
+        "BANKML_AZURE_STATE_CONTAINER", "bankml-state", "azure backend: blob container of the app's records (runs, decisions, deployments)"
     ),
 }
 
@@ -79,6 +132,43 @@ def _as_float(key: str, raw: str) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"setting {key} must be a number, got {raw!r}", setting=key) from None
+
+
+def _azure_settings(raw: Any) -> dict[str, Any]:
+    """The azure backend's settings, checked for form here and for presence by the adapter."""
+    trigger = raw("azure_trigger").lower()
+    if trigger not in ("batch", "pipeline"):
+        raise ConfigError(f"setting BANKML_AZURE_TRIGGER must be 'batch' or 'pipeline', got {trigger!r}", setting="BANKML_AZURE_TRIGGER")
+    count = _as_int("BANKML_AZURE_INSTANCE_COUNT", raw("azure_instance_count"))
+    if count < 1:
+        raise ConfigError("setting BANKML_AZURE_INSTANCE_COUNT must be at least 1", setting="BANKML_AZURE_INSTANCE_COUNT")
+    names = (
+        "storage_account_name", "azure_subscription_id", "azure_resource_group", "azure_ml_workspace",
+        "azure_batch_endpoint", "azure_pipeline_url", "azure_pipeline_input", "azure_online_endpoint",
+        "azure_instance_type", "azure_scoring_script", "azure_state_container",
+    )
+    return {**{n: raw(n) for n in names}, "azure_trigger": trigger, "azure_instance_count": count}
+
+
+def _schedule(key: str, raw: str) -> str:
+    """An NCRONTAB expression (six fields, seconds first; five-field cron is accepted too), or ""."""
+    if not raw:
+        return ""
+    fields_ = raw.split()
+    if len(fields_) not in (5, 6):
+        raise ConfigError(
+            f"setting {key} must be NCRONTAB with six fields (second minute hour day month day-of-week), got {raw!r}",
+            setting=key,
+        )
+    try:
+        from croniter import croniter
+
+        croniter(raw, second_at_beginning=len(fields_) == 6).get_next(float)
+    except ImportError:  # pragma: no cover - croniter ships with the local backend
+        pass
+    except (ValueError, KeyError) as err:
+        raise ConfigError(f"setting {key} is not a valid NCRONTAB expression ({raw!r}): {err}", setting=key) from None
+    return raw
 
 
 @dataclass(frozen=True)
@@ -103,8 +193,24 @@ class Settings:
     bench_requests: int
     bench_duration_s: float
     bench_concurrency: int
+    bench_payload_file: str = ""
+    bench_payload_rows: int = 0
     relay_key: str = field(repr=False, default="")
     appinsights_connection: str = field(repr=False, default="")
+    retrain_schedule: str = ""
+    storage_account_name: str = ""
+    azure_subscription_id: str = ""
+    azure_resource_group: str = ""
+    azure_ml_workspace: str = ""
+    azure_trigger: str = "batch"
+    azure_batch_endpoint: str = ""
+    azure_pipeline_url: str = ""
+    azure_pipeline_input: str = "training_data"
+    azure_online_endpoint: str = ""
+    azure_instance_type: str = "Standard_DS3_v2"
+    azure_instance_count: int = 1
+    azure_scoring_script: str = "scoring_file_v_1_0_0.py"
+    azure_state_container: str = "bankml-state"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -146,8 +252,12 @@ class Settings:
             bench_requests=_as_int("BANKML_BENCH_REQUESTS", raw("bench_requests")),
             bench_duration_s=_as_float("BANKML_BENCH_DURATION_S", raw("bench_duration_s")),
             bench_concurrency=_as_int("BANKML_BENCH_CONCURRENCY", raw("bench_concurrency")),
+            bench_payload_file=raw("bench_payload_file"),
+            bench_payload_rows=_as_int("BANKML_BENCH_PAYLOAD_ROWS", raw("bench_payload_rows")),
             relay_key=raw("relay_key"),
             appinsights_connection=raw("appinsights_connection"),
+            retrain_schedule=_schedule("BANKML_RETRAIN_SCHEDULE", raw("retrain_schedule")),
+            **_azure_settings(raw),
         )
 
     # The blob trigger's path names this container (function bindings are static).

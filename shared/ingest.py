@@ -30,6 +30,20 @@ Decisions (see the tests for each):
   both sides of a stratified train/validation split.
 * ``content_hash`` is the sha256 of ``to_canonical_csv()``, so the same data exported with a
   BOM, ``;``, quotes, CRLF, ``5191`` vs ``5191.0`` or another column order hashes the same.
+
+Memory stays flat in the file size (the 1,000,000-row benchmark in ``benchmarks/ingest.py``):
+the file is validated in blocks of about ``CHUNK_BYTES`` that end at a line end, so only one
+block is ever held as text, cells and masks; what is kept of the whole file is the normalised
+result (numbers as float64/int64, category cells as references to one string object per
+distinct value) and its canonical CSV. Consequences of reading in blocks:
+
+* The first bad line is named wherever it is; when a column has bad values, the rest of the file
+  is still read to count them (``rows_affected``); if a later block cannot be read at all the
+  count becomes "at least N".
+* A UTF-8 file is decided block by block; a block that is not UTF-8 switches the file to cp1252
+  only if every byte before it was ASCII (then both read the same). After non-ASCII UTF-8 text,
+  it is rejected as mixed encodings instead of re-reading the earlier text as mojibake.
+* UTF-16 is decoded whole before validation (it cannot be cut at a line end before decoding).
 """
 
 from __future__ import annotations
@@ -38,9 +52,10 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from itertools import chain
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -48,9 +63,13 @@ import pandas as pd
 from shared.contract import BY_NAME, CATEGORICAL, DEFAULT_LABEL, FEATURE_NAMES, LABEL_VALUES, NUMERIC
 from shared.errors import ConfigError, DataError
 
-_CHUNK = 1 << 20
+# Text validated at once: small enough that the per-block arrays and cells (about 20x the bytes)
+# stay well under the memory target, large enough that per-block overhead is negligible.
+CHUNK_BYTES = 4 << 20
 _DELIMITERS = (",", ";")
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # Beyond 2**53 a float no longer holds every integer; no column of this data comes near it.
 _MAX_INT = 2**53
 # Drift thresholds: a mean further than this many reference standard deviations is a shift, and
@@ -59,6 +78,8 @@ _DRIFT_STD = 3.0
 _DRIFT_OVERLAP = 0.5
 
 _NO, _YES = LABEL_VALUES
+_LABELS = np.array(LABEL_VALUES, dtype=object)
+_OUT_COLUMNS = (*FEATURE_NAMES, DEFAULT_LABEL)
 # Fewest rows a label class needs: a stratified train/validation split needs one on each side.
 MIN_CLASS_ROWS = 2
 
@@ -74,31 +95,53 @@ class ParsedDataset:
     delimiter: str
     encoding: str
     had_bom: bool
-    # Written once while hashing; kept so that registering the file does not serialise it again.
-    _canonical: bytes = field(repr=False, compare=False)
+    # Written once while hashing, one piece per block; kept so that registering the file does not
+    # serialise it again.
+    _canonical: tuple[bytes, ...] = field(repr=False, compare=False)
 
     def to_canonical_csv(self) -> bytes:
         """The normalised file whose sha256 is ``content_hash``: comma-separated, header row,
         ``\\n`` line ends, contract column order, floats in shortest round-trip form."""
-        return self._canonical
+        return b"".join(self._canonical)
+
+    def write_canonical(self, out: IO[bytes]) -> int:
+        """Write ``to_canonical_csv()`` to ``out`` piece by piece (no second copy); returns bytes."""
+        return sum(out.write(piece) for piece in self._canonical)
 
 
 def canonical_csv(frame: pd.DataFrame) -> bytes:
     """Comma-separated, header row, ``\\n`` line ends, minimal quoting, floats as ``repr``."""
+    return _canonical_text({str(n): frame[n].to_numpy() for n in frame.columns}, header=True)
+
+
+def _canonical_text(columns: Mapping[str, np.ndarray], *, header: bool) -> bytes:
     # Formats each distinct value once and joins rows with C-level str.join: 4x faster than
-    # DataFrame.to_csv on the 33k-row file, and byte-identical to it for this data.
-    columns = []
-    for name in frame.columns:
-        codes, uniques = pd.factorize(frame[name].to_numpy())
-        if frame[name].dtype.kind == "f":
-            text = [repr(float(v)) for v in uniques]
-        elif frame[name].dtype.kind in "iu":
-            text = [str(int(v)) for v in uniques]
-        else:
-            text = [_quote(str(v)) for v in uniques]
-        columns.append(np.array(text, dtype=object)[codes] if len(codes) else np.array([], dtype=object))
-    header = ",".join(_quote(str(n)) for n in frame.columns)
-    lines = [header, *map(",".join, zip(*columns, strict=True))]
+    # DataFrame.to_csv on the 33k-row file, and byte-identical to it for this data. Blocks written
+    # without a header concatenate to the text of the whole frame.
+    text_columns = []
+    for values in columns.values():
+        codes, uniques = pd.factorize(values)
+        text_columns.append(_value_text(uniques, values.dtype.kind)[codes])
+    return _join_rows(list(columns) if header else None, text_columns)
+
+
+def _value_text(uniques: np.ndarray, kind: str) -> np.ndarray:
+    """The canonical text of each value: floats as ``repr``, integers plain, strings quoted if needed."""
+    if kind == "f":
+        text = [repr(float(v)) for v in uniques]
+    elif kind in "iu":
+        text = [str(int(v)) for v in uniques]
+    else:
+        text = [_quote(str(v)) for v in uniques]
+    return np.array(text, dtype=object)
+
+
+def _join_rows(header: list[str] | None, text_columns: list[np.ndarray]) -> bytes:
+    lines = list(map(",".join, zip(*text_columns, strict=True)))
+    if header is not None:
+        lines.insert(0, ",".join(_quote(str(n)) for n in header))
+    if not lines:
+        return b""
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -110,29 +153,16 @@ def _quote(value: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# reading and decoding
+# reading and decoding, block by block
 
 
-def _read_limited(data: bytes | bytearray | memoryview | BinaryIO, max_bytes: int) -> bytes:
-    if isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
-        if len(raw) > max_bytes:
-            raise _too_large(len(raw), max_bytes)
-        return raw
-    buf = bytearray()
-    while True:
-        # Read at most one byte past the limit: enough to know it was exceeded, never the whole body.
-        chunk = data.read(min(_CHUNK, max_bytes + 1 - len(buf)))
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > max_bytes:
-            raise _too_large(None, max_bytes)
+class _TooLarge(DataError):
+    """Over the size limit: always the reason given, whatever else is wrong with the file."""
 
 
 def _too_large(size: int | None, max_bytes: int) -> DataError:
     what = f"{size:,} bytes" if size is not None else f"more than {max_bytes:,} bytes"
-    return DataError(
+    return _TooLarge(
         f"file is too large: {what}, the limit is {max_bytes:,} bytes",
         value=size,
         expected=f"at most {max_bytes} bytes",
@@ -143,29 +173,134 @@ def _not_text(reason: str, **details: Any) -> DataError:
     return DataError(f"not a text CSV file: {reason}", expected="a UTF-8 (or cp1252) text CSV file", **details)
 
 
-def _decode(raw: bytes) -> tuple[str, str, bool]:
-    """(text, encoding, had_bom)."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+def _line_cut(buf: bytes | bytearray, start: int, end: int) -> int:
+    """Index just past the last line end in ``buf[start:end]``, or -1. A lone CR (old Mac files)
+    counts only where the byte after it is known and is not LF, so CRLF is never cut in two."""
+    cut = buf.rfind(b"\n", start, end)
+    if cut >= 0:
+        return cut + 1
+    cr = buf.rfind(b"\r", start, end - 1)
+    return cr + 1 if cr >= 0 else -1
+
+
+def _blocks_of_bytes(raw: bytes, chunk: int) -> Iterator[bytes]:
+    pos, n = 0, len(raw)
+    while pos < n:
+        end = pos + chunk
+        cut = -1
+        while end < n:
+            cut = _line_cut(raw, pos, end)
+            if cut >= 0:
+                break
+            end += chunk  # one line longer than a block: the block grows to its end
+        if end >= n:
+            cut = n
+        yield raw[pos:cut]
+        pos = cut
+
+
+def _blocks_of_stream(stream: BinaryIO, max_bytes: int, chunk: int) -> Iterator[bytes]:
+    buf = bytearray()
+    total = 0
+    while True:
+        # Never more than one byte past the limit: enough to know it was exceeded.
+        part = stream.read(min(chunk, max_bytes + 1 - total))
+        if not part:
+            if buf:
+                yield bytes(buf)
+            return
+        total += len(part)
+        if total > max_bytes:
+            raise _too_large(None, max_bytes)
+        buf += part
+        if len(buf) >= chunk:
+            cut = _line_cut(buf, 0, len(buf))
+            if cut > 0:
+                yield bytes(buf[:cut])
+                del buf[:cut]
+
+
+def _text_pieces(text: str, chunk: int) -> Iterator[str]:
+    pos, n = 0, len(text)
+    while pos < n:
+        end = pos + chunk
+        if end >= n:
+            cut = n
+        else:
+            found = text.rfind("\n", pos, end)
+            if found < 0:
+                found = text.find("\n", end)
+            cut = n if found < 0 else found + 1
+        yield text[pos:cut]
+        pos = cut
+
+
+class _Decoder:
+    """Turns blocks of bytes into blocks of text and remembers what it found."""
+
+    def __init__(self) -> None:
+        self.encoding = "utf-8"
+        self.had_bom = False
+        self._non_ascii = False  # non-ASCII UTF-8 text seen in an earlier block
+
+    def texts(self, blocks: Iterator[bytes], chunk: int) -> Iterator[str]:
+        first = next(blocks, None)
+        if first is None:
+            return
+        if first.startswith(_UTF16_BOMS):
+            raw = b"".join(chain([first], blocks))
+            try:
+                text = raw.decode("utf-16")
+            except UnicodeDecodeError as err:
+                raise _not_text("it starts with a UTF-16 mark but is not UTF-16") from err
+            self.encoding, self.had_bom = "utf-16", True
+            # DOS tools end text files with Ctrl-Z; harmless, unlike any other control character.
+            yield from _text_pieces(text.rstrip("\x1a"), chunk)
+            return
+        offset = 0
+        previous: str | None = None
+        for block in chain([first], blocks):
+            start = offset
+            offset += len(block)
+            # NUL bytes mean binary (zip/xlsx/gzip/parquet...) or UTF-16 without a BOM: neither is readable here.
+            if b"\x00" in block:
+                raise _not_text("it contains NUL bytes (a binary file such as .xlsx, .zip or .gz?)")
+            if start == 0 and block.startswith(_UTF8_BOM):
+                self.had_bom = True
+                block, start = block[3:], 3
+            text = self._decode(block, start)
+            if previous is not None:
+                yield previous
+            previous = text
+        if previous is not None:
+            yield previous.rstrip("\x1a")
+
+    def _decode(self, block: bytes, start: int) -> str:
+        if self.encoding == "cp1252":
+            return self._cp1252(block, start)
         try:
-            return raw.decode("utf-16"), "utf-16", True
+            text = block.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise _not_text("it starts with a UTF-16 mark but is not UTF-16") from err
-    # NUL bytes mean binary (zip/xlsx/gzip/parquet...) or UTF-16 without a BOM: neither is readable here.
-    if b"\x00" in raw:
-        raise _not_text("it contains NUL bytes (a binary file such as .xlsx, .zip or .gz?)")
-    if raw.startswith(b"\xef\xbb\xbf"):
+            at = start + err.start
+            if self.had_bom:
+                raise _not_text(f"it has a UTF-8 mark but byte {at} is not UTF-8") from err
+            if self._non_ascii:
+                raise _not_text(
+                    f"byte {at} is not UTF-8 although the text before it is UTF-8 (a file joined from"
+                    " parts in different encodings?)"
+                ) from err
+            self.encoding = "cp1252"
+            return self._cp1252(block, start)
+        if not self._non_ascii and not block.isascii():
+            self._non_ascii = True
+        return text
+
+    @staticmethod
+    def _cp1252(block: bytes, start: int) -> str:
         try:
-            return raw[3:].decode("utf-8"), "utf-8", True
+            return block.decode("cp1252")
         except UnicodeDecodeError as err:
-            raise _not_text(f"it has a UTF-8 mark but byte {err.start + 3} is not UTF-8") from err
-    try:
-        return raw.decode("utf-8"), "utf-8", False
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("cp1252"), "cp1252", False
-    except UnicodeDecodeError as err:
-        raise _not_text(f"byte {err.start} is neither UTF-8 nor cp1252 text") from err
+            raise _not_text(f"byte {start + err.start} is neither UTF-8 nor cp1252 text") from err
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,14 +309,16 @@ def _decode(raw: bytes) -> tuple[str, str, bool]:
 
 @dataclass(frozen=True)
 class _Records:
-    """The lines of a text, computed on all bytes at once (no loop per row)."""
+    """The lines of a block of text, computed on all its bytes at once (no loop per row)."""
 
+    starts: np.ndarray  # byte offset of each line
     fields: np.ndarray  # fields per line (delimiters outside quotes + 1)
     content: np.ndarray  # True if the line holds anything besides spaces, tabs, quotes, ',' and ';'
 
 
-def _records(b: np.ndarray, delimiter: str) -> _Records:
-    """Scan the UTF-8 bytes ``b`` (``\n`` line ends, not blank): one record per line."""
+def _records(b: np.ndarray, delimiter: str, line0: int = 0) -> _Records:
+    """Scan the UTF-8 bytes ``b`` (``\n`` line ends, not blank) whose first line is file line
+    ``line0 + 1``: one record per line."""
     quote = b == ord('"')
     newline = b == ord("\n")
     # Each line owns the newline that ends it, so the empty remainder after a final newline is no
@@ -194,7 +331,7 @@ def _records(b: np.ndarray, delimiter: str) -> _Records:
         # of a lost quote, where the parser would silently glue the following lines together.
         odd = np.add.reduceat(quote, starts, dtype=np.int64) & 1
         if odd.any():
-            line = int(np.flatnonzero(odd)[0]) + 1
+            line = line0 + int(np.flatnonzero(odd)[0]) + 1
             raise DataError(
                 f'line {line}: a quote (") is opened and never closed on that line',
                 line=line,
@@ -212,7 +349,7 @@ def _records(b: np.ndarray, delimiter: str) -> _Records:
     # reduceat sums each line's segment in one pass, without a cumulative array per byte.
     fields = np.add.reduceat(delim, starts, dtype=np.int64) + 1
     content = np.logical_or.reduceat(~filler, starts)
-    return _Records(fields=fields, content=content)
+    return _Records(starts=starts, fields=fields, content=content)
 
 
 def _clean_name(name: str) -> str:
@@ -332,34 +469,79 @@ def _float_or_none(v: str) -> float | None:
         return None
 
 
-def _numeric_error(
-    name: str, cells: _Cells, bad: np.ndarray, lines: np.ndarray, delimiter: str
-) -> tuple[int, DataError]:
+@dataclass(frozen=True)
+class _Problem:
+    """The first bad value of a column; ``build(rows, at_least)`` makes its error."""
+
+    line: int
+    column: str
+    rows: int
+    build: Callable[[int, bool], DataError]
+
+
+def _affected(rows: int, at_least: bool) -> str:
+    if at_least:
+        return f" (at least {rows} rows affected, this is the first)"
+    return f" ({rows} rows affected, this is the first)" if rows > 1 else ""
+
+
+def _numeric_problem(name: str, cells: _Cells, bad: np.ndarray, lines: np.ndarray, delimiter: str) -> _Problem:
     kind = BY_NAME[name].kind
     what = "an integer" if kind == "integer" else "a number"
     pos, count = cells.first(bad)
     line = int(lines[pos])
     value = str(cells.uniques[cells.codes[pos]])
-    more = f" ({count} rows affected, this is the first)" if count > 1 else ""
     number = _float_or_none(value) if not _DECIMAL_COMMA.match(value) else None
     if value == "":
-        msg = f"column {name!r}, line {line}: value is missing{more}"
-        expected = what
+        msg, expected = "value is missing", what
     elif _DECIMAL_COMMA.match(value):
-        msg = f"column {name!r}, line {line}: {value!r} uses a decimal comma{more}"
+        msg = f"{value!r} uses a decimal comma"
         expected = f"{what} written with a decimal point, e.g. {value.replace(',', '.')}"
     elif kind == "integer" and number is not None and math.isfinite(number) and abs(number) > _MAX_INT:
-        msg = f"column {name!r}, line {line}: {value!r} is out of range{more}"
-        expected = f"an integer between -{_MAX_INT} and {_MAX_INT}"
+        msg, expected = f"{value!r} is out of range", f"an integer between -{_MAX_INT} and {_MAX_INT}"
     elif kind == "integer" and number is not None and math.isfinite(number):
-        msg = f"column {name!r}, line {line}: {value!r} is not a whole number{more}"
-        expected = "an integer"
+        msg, expected = f"{value!r} is not a whole number", "an integer"
     else:
-        msg = f"column {name!r}, line {line}: {value!r} is not {what}{more}"
-        expected = what
+        msg, expected = f"{value!r} is not {what}", what
     if delimiter == ";" and "," in value:
         expected += " (this ';' file must use '.' as the decimal separator)"
-    return pos, DataError(msg, column=name, line=line, value=value, expected=expected, rows_affected=count)
+
+    def build(rows: int, at_least: bool) -> DataError:
+        return DataError(
+            f"column {name!r}, line {line}: {msg}{_affected(rows, at_least)}",
+            column=name,
+            line=line,
+            value=value,
+            expected=expected,
+            rows_affected=rows,
+        )
+
+    return _Problem(line, name, count, build)
+
+
+def _label_problem(label: str, cells: _Cells, bad: np.ndarray, lines: np.ndarray) -> _Problem:
+    pos, count = cells.first(bad)
+    line = int(lines[pos])
+    value = str(cells.uniques[cells.codes[pos]])
+    what = "is missing" if value == "" else f"{value!r} is not yes or no"
+
+    def build(rows: int, at_least: bool) -> DataError:
+        return DataError(
+            f"label column {label!r}, line {line}: {what}{_affected(rows, at_least)}",
+            column=label,
+            line=line,
+            value=value,
+            expected="yes or no",
+            rows_affected=rows,
+        )
+
+    return _Problem(line, label, count, build)
+
+
+def _label_flags(cells: _Cells) -> tuple[np.ndarray, np.ndarray]:
+    """(is "yes", is neither yes nor no) per distinct label cell."""
+    lower = np.array([v.lower() for v in cells.uniques], dtype=object)
+    return lower == _YES, ~np.isin(lower, LABEL_VALUES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,17 +549,19 @@ def _numeric_error(
 
 
 def parse_csv(
-    data: bytes | BinaryIO,
+    data: bytes | bytearray | memoryview | BinaryIO,
     *,
     label: str = DEFAULT_LABEL,
     max_bytes: int,
     size: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> ParsedDataset:
     """Validate and normalise one dropped CSV file; raises ``DataError`` naming what to fix.
 
-    ``size`` (when known, e.g. a blob's length) is checked before any byte is read; the stream is
+    ``size`` (when known, e.g. a blob's length) is checked before any byte is read; a stream is
     also cut off after ``max_bytes``. ``label`` names the label column in the file; it is renamed
-    to ``y`` in the result.
+    to ``y`` in the result. The file is validated in blocks of about ``chunk_bytes`` (see the
+    module docstring); the result does not depend on the block size.
     """
     label = label.strip()
     if not label or label in BY_NAME:
@@ -386,142 +570,255 @@ def parse_csv(
         )
     if size is not None and size > max_bytes:
         raise _too_large(size, max_bytes)
-    raw = _read_limited(data, max_bytes)
-    if not raw.removeprefix(b"\xef\xbb\xbf").strip():
-        raise DataError("file is empty", expected="a header line and data rows")
-    text, encoding, had_bom = _decode(raw)
-    # DOS tools end text files with Ctrl-Z; harmless, unlike any other control character.
-    text = text.rstrip("\x1a")
-    if not text.strip(" \t\r\n\ufeff"):
-        raise DataError("file is empty", expected="a header line and data rows")
-    if "\r" in text:
-        # One line terminator for both the parser and the record scan below (CRLF and old-Mac CR).
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    # Delimiters, quotes and line ends are ASCII, so the UTF-8 bytes serve every encoding read.
-    b = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    control = ((b < 32) & (b != ord("\t")) & (b != ord("\n"))) | (b == 127)
-    if control.any():
-        at = int(np.flatnonzero(control)[0])
-        line = int(np.count_nonzero(b[:at] == ord("\n"))) + 1
-        raise _not_text(f"control character {chr(b[at])!r} on line {line}", line=line)
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        if len(raw) > max_bytes:
+            raise _too_large(len(raw), max_bytes)
+        blocks = _blocks_of_bytes(raw, chunk_bytes)
+        # At most one data row per line: the result's arrays are allocated once, at their size.
+        rows_hint: int | None = max(raw.count(b"\n"), raw.count(b"\r")) + 1
+    else:
+        blocks = _blocks_of_stream(data, max_bytes, chunk_bytes)
+        rows_hint = None
+    decoder = _Decoder()
+    parser = _Parser(label, rows_hint)
+    texts = decoder.texts(blocks, chunk_bytes)
+    while True:
+        try:
+            text = next(texts, None)
+            if text is None:
+                break
+            parser.feed(text)
+        except _TooLarge:
+            raise
+        except DataError:
+            if parser.problem is None:
+                raise
+            # A bad value was found earlier: that is the reason; this block ends the count.
+            parser.count_is_lower_bound = True
+            break
+    return parser.finish(decoder)
 
-    known = {*FEATURE_NAMES, label}
-    # The header is the first line holding more than whitespace, quotes and delimiters, the same
-    # rule _records uses for "content", so both pick the same line.
-    first = re.search(r'[^ \t\n",;]', text)
-    if first is None:
-        raise DataError("file is empty: it holds only delimiters", expected="a header line and data rows")
-    header_start = text.rfind("\n", 0, first.start()) + 1
-    header_end = text.find("\n", header_start)
-    header_text = text[header_start : header_end if header_end >= 0 else len(text)]
-    delimiter = _sniff_delimiter(header_text, text.count("\n", 0, header_start) + 1, known)
 
-    rec = _records(b, delimiter)
-    header_idx = int(np.flatnonzero(rec.content)[0])
-    header_line = header_idx + 1
-    ncols = int(rec.fields[header_idx])
-    body = slice(header_idx + 1, None)
-    wrong = rec.content[body] & (rec.fields[body] != ncols)
-    if wrong.any():
-        pos = int(np.flatnonzero(wrong)[0])
-        line = header_line + 1 + pos
-        got = int(rec.fields[body][pos])
-        hint = " (a decimal comma or an unquoted ',' inside a value?)" if got > ncols and delimiter == "," else ""
-        raise DataError(
-            f"line {line} has {got} fields, the header has {ncols}{hint}",
-            line=line,
-            value=got,
-            expected=f"{ncols} fields separated by {delimiter!r}",
-        )
+class _Parser:
+    """Validates blocks of text in file order and keeps the normalised result of each."""
 
-    try:
-        table = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=None,
-            dtype=str,
-            engine="c",
-            quotechar='"',
-            skipinitialspace=True,
-            keep_default_na=False,  # "", "NA" and "null" stay text: only the contract decides what is missing
-            na_filter=False,
-            skip_blank_lines=False,  # keeps row i == record i, so line numbers stay exact
-            skiprows=header_idx,
-        )
-    except (pd.errors.ParserError, ValueError) as err:  # the record scan above should leave none
-        raise DataError(f"cannot read the file as CSV: {err}", expected="a well-formed CSV file") from err
-    if len(table) != len(rec.fields) - header_idx:
-        raise DataError(
-            "cannot read the file as CSV: stray quotes make its lines ambiguous",
-            expected='values quoted with " only around the whole value',
-        )
+    def __init__(self, label: str, rows_hint: int | None = None) -> None:
+        self.label = label
+        self.known = {*FEATURE_NAMES, label}
+        self.lines = 0  # lines before the next block
+        self.any_text = False  # a character other than whitespace seen before the header
+        self.delimiter: str | None = None
+        self.ncols = 0
+        self.header_line = 0
+        self.names: list[str] = []
+        self.rows = 0
+        self.balance = dict.fromkeys(LABEL_VALUES, 0)
+        # The normalised columns, filled block by block. Allocated once when the row count is known
+        # roughly (bytes input), else grown by doubling: small per-block pieces joined at the end
+        # would leave their freed memory behind in the heap and cost a second copy.
+        self.rows_hint = rows_hint
+        self.columns: dict[str, np.ndarray] = {}
+        # One str object per distinct category value, shared by every block's cells.
+        self.strings: dict[str, dict[str, str]] = {n: {} for n in CATEGORICAL}
+        self.canonical: list[bytes] = []
+        self.sha = hashlib.sha256()
+        self.problem: _Problem | None = None
+        self.problem_rows = 0
+        self.count_is_lower_bound = False
 
-    names = [_clean_name(str(n)) for n in table.iloc[0]]
-    _check_header(names, label, header_line)
-    keep = rec.content[body]
-    lines = np.flatnonzero(keep) + header_line + 1  # 1-based file line of each kept row
-    table = table.iloc[1:][keep]
-    table.columns = names
-    if table.empty:
-        raise DataError("no data rows: the file has a header only", line=header_line, expected="at least one data row")
-
-    cells = {n: _Cells.of(table[n]) for n in (*FEATURE_NAMES, label)}
-    numbers: dict[str, np.ndarray] = {}
-    problems = []
-    for n in NUMERIC:
-        numbers[n], bad = _numbers(n, cells[n])
-        if bad.any():
-            problems.append(_numeric_error(n, cells[n], bad, lines, delimiter))
-    if problems:
-        # Several columns may be wrong: name the first bad line, as a person reads the file.
-        raise min(problems, key=lambda p: p[0])[1]
-
-    label_cells = cells[label]
-    y_unique = np.array([v.lower() for v in label_cells.uniques], dtype=object)
-    bad_label = ~np.isin(y_unique, LABEL_VALUES)
-    if bad_label.any():
-        pos, count = label_cells.first(bad_label)
-        line = int(lines[pos])
-        value = str(label_cells.uniques[label_cells.codes[pos]])
-        what = "is missing" if value == "" else f"{value!r} is not yes or no"
-        more = f" ({count} rows affected, this is the first)" if count > 1 else ""
-        raise DataError(
-            f"label column {label!r}, line {line}: {what}{more}",
-            column=label,
-            line=line,
-            value=value,
-            expected="yes or no",
-            rows_affected=count,
-        )
-    y = y_unique[label_cells.codes]
-    balance = {v: int(np.count_nonzero(y == v)) for v in LABEL_VALUES}
-    _check_classes(balance, label)
-
-    out: dict[str, np.ndarray] = {}
-    for n in FEATURE_NAMES:
-        kind = BY_NAME[n].kind
-        if kind == "string":
-            out[n] = cells[n].values()
+    def feed(self, text: str) -> None:
+        if "\r" in text:
+            # One line terminator for both the parser and the record scan (CRLF and old-Mac CR).
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if not text:
+            return
+        line0 = self.lines
+        self.lines += text.count("\n") + (not text.endswith("\n"))
+        # Delimiters, quotes and line ends are ASCII, so the UTF-8 bytes serve every encoding read.
+        b = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        control = ((b < 32) & (b != ord("\t")) & (b != ord("\n"))) | (b == 127)
+        if control.any():
+            at = int(np.flatnonzero(control)[0])
+            line = line0 + int(np.count_nonzero(b[:at] == ord("\n"))) + 1
+            raise _not_text(f"control character {chr(b[at])!r} on line {line}", line=line)
+        header_block = self.delimiter is None
+        if header_block:
+            # The header is the first line holding more than whitespace, quotes and delimiters,
+            # the same rule _records uses for "content", so both pick the same line.
+            first = re.search(r'[^ \t\n",;]', text)
+            if first is None:
+                self.any_text = self.any_text or bool(text.strip(" \t\n\ufeff"))
+                return
+            header_start = text.rfind("\n", 0, first.start()) + 1
+            header_end = text.find("\n", header_start)
+            header_text = text[header_start : header_end if header_end >= 0 else len(text)]
+            self.delimiter = _sniff_delimiter(header_text, line0 + text.count("\n", 0, header_start) + 1, self.known)
+        assert self.delimiter is not None
+        rec = _records(b, self.delimiter, line0)
+        if header_block:
+            header_idx = int(np.flatnonzero(rec.content)[0])
+            self.header_line = line0 + header_idx + 1
+            self.ncols = int(rec.fields[header_idx])
+            body = header_idx + 1
         else:
-            floats = numbers[n][cells[n].codes]
-            out[n] = floats.astype(np.int64) if kind == "integer" else floats
-    out[DEFAULT_LABEL] = y
-    frame = pd.DataFrame(out)
+            header_idx, body = -1, 0
+        wrong = rec.content[body:] & (rec.fields[body:] != self.ncols)
+        if wrong.any():
+            pos = int(np.flatnonzero(wrong)[0])
+            line = line0 + body + pos + 1
+            got = int(rec.fields[body + pos])
+            hint = (
+                " (a decimal comma or an unquoted ',' inside a value?)"
+                if got > self.ncols and self.delimiter == ","
+                else ""
+            )
+            raise DataError(
+                f"line {line} has {got} fields, the header has {self.ncols}{hint}",
+                line=line,
+                value=got,
+                expected=f"{self.ncols} fields separated by {self.delimiter!r}",
+            )
+        kept = np.flatnonzero(rec.content[body:]) + body  # data lines of this block
+        wanted = np.concatenate(([header_idx], kept)) if header_block else kept
+        if not wanted.size:
+            return
+        table = self._read(b, rec.starts, wanted)
+        if header_block:
+            self.names = [_clean_name(str(n)) for n in table.iloc[0]]
+            _check_header(self.names, self.label, self.header_line)
+            table = table.iloc[1:]
+        table.columns = self.names
+        if table.empty:
+            return
+        self._rows(table, kept + line0 + 1)
 
-    canonical = canonical_csv(frame)
-    column_types = {n: BY_NAME[n].kind for n in FEATURE_NAMES} | {DEFAULT_LABEL: "string"}
-    return ParsedDataset(
-        frame=frame,
-        rows=len(frame),
-        content_hash=hashlib.sha256(canonical).hexdigest(),
-        column_types=column_types,
-        class_balance=balance,
-        profile=profile_frame(frame),
-        delimiter=delimiter,
-        encoding=encoding,
-        had_bom=had_bom,
-        _canonical=canonical,
-    )
+    def _read(self, b: np.ndarray, starts: np.ndarray, wanted: np.ndarray) -> pd.DataFrame:
+        """The lines ``wanted`` (header and data lines; blank ones left out) as a table of str."""
+        ends = np.append(starts[1:], b.size)
+        if wanted[-1] - wanted[0] + 1 == wanted.size:  # one run of lines (the usual case): one slice
+            buf = b[starts[wanted[0]] : ends[wanted[-1]]].tobytes()
+        else:
+            raw = b.tobytes()
+            buf = b"".join(raw[starts[i] : ends[i]] for i in wanted)
+        if not buf.endswith(b"\n"):
+            buf += b"\n"
+        try:
+            table = pd.read_csv(
+                io.BytesIO(buf),
+                sep=self.delimiter,
+                header=None,
+                names=range(self.ncols),
+                dtype=str,
+                encoding="utf-8",
+                engine="c",
+                quotechar='"',
+                skipinitialspace=True,
+                keep_default_na=False,  # "", "NA" and "null" stay text: only the contract decides what is missing
+                na_filter=False,
+                skip_blank_lines=False,  # row i is wanted line i, so line numbers stay exact
+            )
+        except (pd.errors.ParserError, ValueError) as err:  # the record scan above should leave none
+            raise DataError(f"cannot read the file as CSV: {err}", expected="a well-formed CSV file") from err
+        if len(table) != wanted.size:
+            raise DataError(
+                "cannot read the file as CSV: stray quotes make its lines ambiguous",
+                expected='values quoted with " only around the whole value',
+            )
+        return table
+
+    def _rows(self, table: pd.DataFrame, lines: np.ndarray) -> None:
+        """Check and keep one block's data rows; ``lines`` holds each row's 1-based file line."""
+        label = self.label
+        if self.problem is not None:
+            # The file is rejected already: only count the rows that share the reported fault.
+            cells = _Cells.of(table[self.problem.column])
+            bad = _label_flags(cells)[1] if self.problem.column == label else _numbers(self.problem.column, cells)[1]
+            self.problem_rows += int(bad[cells.codes].sum())
+            return
+        cells = {n: _Cells.of(table[n]) for n in (*FEATURE_NAMES, label)}
+        numbers: dict[str, np.ndarray] = {}
+        problems = []
+        for n in NUMERIC:
+            numbers[n], bad = _numbers(n, cells[n])
+            if bad.any():
+                problems.append(_numeric_problem(n, cells[n], bad, lines, self.delimiter or ","))
+        yes, bad_label = _label_flags(cells[label])
+        if bad_label.any():
+            problems.append(_label_problem(label, cells[label], bad_label, lines))
+        if problems:
+            # Several columns may be wrong: name the first bad line, as a person reads the file.
+            self.problem = min(problems, key=lambda p: p.line)
+            self.problem_rows = self.problem.rows
+            return
+
+        # Values and their canonical text both come from the distinct cells: the text of a block is
+        # what _canonical_text would write for its rows, without factorizing them again.
+        out: dict[str, np.ndarray] = {}
+        text: list[np.ndarray] = []
+        for n in FEATURE_NAMES:
+            c = cells[n]
+            kind = BY_NAME[n].kind
+            if kind == "string":
+                shared = self.strings[n]
+                uniques = np.array([shared.setdefault(u, u) for u in c.uniques], dtype=object)
+            else:
+                uniques = numbers[n].astype(np.int64) if kind == "integer" else numbers[n]
+            out[n] = uniques[c.codes]
+            text.append(_value_text(uniques, uniques.dtype.kind)[c.codes])
+        y_codes = yes.astype(np.intp)[cells[label].codes]
+        y = _LABELS[y_codes]
+        out[DEFAULT_LABEL] = y
+        text.append(y)
+        n_yes = int(np.count_nonzero(y_codes))
+        self.balance[_YES] += n_yes
+        self.balance[_NO] += len(y) - n_yes
+        self._store(out)
+        piece = _join_rows(list(_OUT_COLUMNS) if not self.canonical else None, text)
+        self.sha.update(piece)
+        self.canonical.append(piece)
+        self.rows += len(y)
+
+    def _store(self, out: dict[str, np.ndarray]) -> None:
+        end = self.rows + len(out[DEFAULT_LABEL])
+        size = len(self.columns[DEFAULT_LABEL]) if self.columns else 0
+        if end > size:
+            size = max(end, 2 * size, self.rows_hint or 0)
+            old, self.columns = self.columns, {}
+            for n, values in out.items():
+                self.columns[n] = np.empty(size, dtype=values.dtype)
+                if old:
+                    self.columns[n][: self.rows] = old.pop(n)[: self.rows]
+        for n, values in out.items():
+            self.columns[n][self.rows : end] = values
+
+    def finish(self, decoder: _Decoder) -> ParsedDataset:
+        if self.problem is not None:
+            raise self.problem.build(self.problem_rows, self.count_is_lower_bound)
+        if self.delimiter is None:
+            if self.any_text:
+                raise DataError("file is empty: it holds only delimiters", expected="a header line and data rows")
+            raise DataError("file is empty", expected="a header line and data rows")
+        if self.rows == 0:
+            raise DataError(
+                "no data rows: the file has a header only", line=self.header_line, expected="at least one data row"
+            )
+        _check_classes(self.balance, self.label)
+        frame = pd.DataFrame({n: self.columns[n][: self.rows] for n in _OUT_COLUMNS}, copy=False)
+        self.columns = {}
+        column_types = {n: BY_NAME[n].kind for n in FEATURE_NAMES} | {DEFAULT_LABEL: "string"}
+        return ParsedDataset(
+            frame=frame,
+            rows=self.rows,
+            content_hash=self.sha.hexdigest(),
+            column_types=column_types,
+            class_balance=dict(self.balance),
+            profile=profile_frame(frame),
+            delimiter=self.delimiter,
+            encoding=decoder.encoding,
+            had_bom=decoder.had_bom,
+            _canonical=tuple(self.canonical),
+        )
 
 
 def _check_classes(balance: dict[str, int], label: str) -> None:

@@ -8,10 +8,12 @@ Binds 127.0.0.1 only. ``GET /`` answers "Healthy" without a key (liveness), ``PO
 the environment, never from argv (argv is visible to every local user in ``ps``), and is never
 logged. The model is loaded once before the first request.
 
-Telemetry (the local stand-in for Application Insights): while the ``--insights-flag`` file exists
-(checked at most once a second), one JSON line per scoring request is appended to
-``--telemetry-file``; lines are buffered and flushed every second and on shutdown. With a telemetry
-file but no flag file, telemetry is always on.
+Telemetry (Application Insights, locally and in Azure): while the ``--insights-flag`` file exists
+(checked at most once a second), every scoring request becomes an OpenTelemetry span and three
+metric points (see shared.telemetry): exported in batches to ``--telemetry-file`` (one JSON request
+record per span) and ``--metrics-file``, and to Application Insights when
+APPLICATIONINSIGHTS_CONNECTION_STRING is set; what is pending is exported on shutdown. With a
+telemetry file but no flag file, telemetry is always on.
 """
 
 from __future__ import annotations
@@ -20,17 +22,16 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,33 +41,61 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from shared.config import Settings
+from shared.contract import FEATURE_NAMES
 from shared.errors import AuthError, BankmlError, ConfigError, PayloadTooLarge
+from shared.features import FeatureSpec
 from shared.openapi import build_swagger
-from shared.scoring import encode_json, format_response, parse_request
+from shared.scoring import ScoringRequest, encode_json, envelope, parse_request
 from shared.workspace.local.training import LoadedModel, load_model
 
 logger = logging.getLogger(__name__)
 
 KEY_ENV = "BANKML_MODEL_KEY"
 HOST = "127.0.0.1"
-# Above this many rows the prediction runs in a worker thread so that health checks stay prompt.
-THREADPOOL_ROWS = 500
+# Above this body size parsing and prediction run in a worker thread so that health checks stay
+# prompt (about 20 ms of work; below it the thread hop would cost more than the work).
+THREADPOOL_BYTES = 128 * 1024
+# From this many rows features are encoded column by column (numpy over whole columns) instead of
+# row by row with FeatureSpec.encode_records; both give the same matrix (tests/test_modelserver.py).
+COLUMNAR_ROWS = 64
+UNSEEN_HEADER = "x-bankml-unseen-categories"
 FLAG_CHECK_INTERVAL_S = 1.0
 FLUSH_INTERVAL_S = 1.0
 
 
 class Telemetry:
-    """Buffered JSON-lines request log, active while the insights flag file exists."""
+    """Request telemetry (OpenTelemetry, see shared.telemetry), active while the insights flag exists."""
 
-    def __init__(self, path: Path | None, flag: Path | None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        flag: Path | None,
+        *,
+        metrics_path: Path | None = None,
+        name: str = "",
+        version: int = 0,
+        connection_string: str = "",
+    ) -> None:
         self.path = path
         self.flag = flag
-        self._buffer: list[str] = []
         self._checked_at = -FLAG_CHECK_INTERVAL_S
         self._enabled = False
+        self.pipeline: Any = None
+        if path is not None:
+            # Built before the first request (imports, exporter threads): no request pays for it.
+            from shared.telemetry import RequestTelemetry
+
+            self.pipeline = RequestTelemetry(
+                requests_file=path,
+                metrics_file=metrics_path,
+                deployment=name,
+                model_version=version,
+                connection_string=connection_string,
+                storage_dir=path.parent / "appinsights-retry" if connection_string else None,
+            )
 
     def enabled(self) -> bool:
-        if self.path is None:
+        if self.pipeline is None:
             return False
         if self.flag is None:
             return True
@@ -77,20 +106,64 @@ class Telemetry:
             self._enabled = self.flag.exists()
         return self._enabled
 
-    def record(self, event: dict[str, Any]) -> None:
-        if self.enabled():
-            self._buffer.append(json.dumps(event, separators=(",", ":")) + "\n")
+    def record(
+        self, *, started: float, status: int, rows: int, request_id: str, client_request_id: str | None = None
+    ) -> None:
+        """One request that began at ``started`` (time.perf_counter()) and ends now."""
+        if not self.enabled():
+            return
+        end_ns = time.time_ns()
+        start_ns = end_ns - int((time.perf_counter() - started) * 1e9)
+        self.pipeline.record(
+            start_ns=start_ns, end_ns=end_ns, status=status, rows=rows,
+            request_id=request_id, client_request_id=client_request_id,
+        )
 
     def flush(self) -> None:
-        if not self._buffer or self.path is None:
-            return
-        lines, self._buffer = self._buffer, []
-        try:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.writelines(lines)
-        except OSError:
-            # Losing a second of telemetry must not take the scoring service down.
-            logger.warning("could not write telemetry to %s", self.path, exc_info=True)
+        """Called every second: spans and metrics are exported by their own batch threads, so
+        this only refreshes the flag off the request path."""
+        self.enabled()
+
+    def close(self) -> None:
+        """Export what is pending and stop the exporters (on shutdown)."""
+        if self.pipeline is not None:
+            self.pipeline.shutdown()
+
+
+class FeatureEncoder:
+    """The model's FeatureSpec applied to a validated request, without pandas.
+
+    Small requests go through ``FeatureSpec.encode_records`` itself. Large ones are encoded a
+    column at a time from ``ScoringRequest.columns``: the category codes come from the same
+    vocabularies (code = index in ``spec.categories[name]``, unseen = NaN), the numbers are the
+    values as float64. About 5x faster than the row loop on 10,000 rows.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        position = {name: i for i, name in enumerate(FEATURE_NAMES)}
+        self._plan: list[tuple[int, dict[str, int] | None]] = [
+            (position[name], {v: code for code, v in enumerate(spec.categories[name])} if name in spec.categories else None)
+            for name in spec.columns
+        ]
+        self.categorical = [(j, name) for j, name in enumerate(spec.columns) if name in spec.categories]
+
+    def matrix(self, request: ScoringRequest) -> np.ndarray:
+        if request.rows < COLUMNAR_ROWS or not request.columns:
+            return self.spec.encode_records(request.data)
+        out = np.empty((request.rows, len(self._plan)), dtype=np.float64)
+        for j, (source, lookup) in enumerate(self._plan):
+            values = request.columns[source]
+            # dict.get gives None for an unseen category, which numpy turns into NaN.
+            out[:, j] = values if lookup is None else np.array(list(map(lookup.get, values)), dtype=np.float64)
+        return out
+
+    def unseen(self, X: np.ndarray) -> list[str]:
+        """Categorical columns holding a value the model never saw (encoded as missing)."""
+        # Numbers are validated finite, so a NaN anywhere is an unseen category: one check per request.
+        if not np.isnan(X).any():
+            return []
+        return [name for j, name in self.categorical if np.isnan(X[:, j]).any()]
 
 
 class ScoringService:
@@ -118,6 +191,25 @@ class ScoringService:
         self._expected_auth = f"Bearer {key}".encode()
         self.swagger = build_swagger(model.meta, title=name, base_path="/", version=version)
         self._version_header = str(version)
+        self.encoder = FeatureEncoder(model.spec)
+        negative, positive = model.labels
+        self._labels = np.array([negative, positive], dtype=object)
+
+    def answer(self, body: bytes, content_type: str | None) -> tuple[bytes, int, list[str]]:
+        """Parse, predict and encode one request: (JSON body, rows, unseen category columns).
+
+        Same answer as ``LoadedModel.predict`` + ``format_response``, with the features encoded
+        by ``FeatureEncoder`` and the labels and pairs built with numpy for large requests.
+        """
+        parsed = parse_request(body, content_type, max_rows=self.max_rows, max_body_bytes=self.max_body_bytes)
+        X = self.encoder.matrix(parsed)
+        p_yes = self.model.predict_matrix(X)
+        if parsed.method == "predict":
+            result: Any = self._labels[(p_yes >= self.model.threshold).astype(np.intp)].tolist()
+        else:
+            result = np.column_stack((1.0 - p_yes, p_yes)).tolist()
+        finite = bool(np.isfinite(p_yes).all())
+        return encode_json(envelope(parsed, result), finite=finite), parsed.rows, self.encoder.unseen(X)
 
     def headers(self, request_id: str) -> dict[str, str]:
         return {"x-ms-request-id": request_id, "x-bankml-model-version": self._version_header}
@@ -159,22 +251,17 @@ def create_app(service: ScoringService) -> Starlette:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         rows = 0
+        unseen: list[str] = []
         try:
             if not service.authorised(request.headers.get("authorization")):
                 raise AuthError("missing or invalid key: send the header 'Authorization: Bearer <key>'")
             body = await _read_body(request, service.max_body_bytes)
-            parsed = parse_request(
-                body,
-                request.headers.get("content-type"),
-                max_rows=service.max_rows,
-                max_body_bytes=service.max_body_bytes,
-            )
-            rows = parsed.rows
-            if rows > THREADPOOL_ROWS:
-                labels, probas = await run_in_threadpool(service.model.predict, parsed.records)
+            content_type = request.headers.get("content-type")
+            if len(body) > THREADPOOL_BYTES:
+                payload, rows, unseen = await run_in_threadpool(service.answer, body, content_type)
             else:
-                labels, probas = service.model.predict(parsed.records)
-            status, payload = 200, encode_json(format_response(parsed, labels, probas))
+                payload, rows, unseen = service.answer(body, content_type)
+            status = 200
         except BankmlError as err:
             status, payload = err.status, encode_json(err.to_dict())
         except Exception:
@@ -190,18 +277,13 @@ def create_app(service: ScoringService) -> Starlette:
             headers["x-ms-client-request-id"] = client_id
         if status == 401:
             headers["www-authenticate"] = "Bearer"
-        if service.telemetry.enabled():
-            service.telemetry.record(
-                {
-                    "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                    "request_id": request_id,
-                    "deployment": service.name,
-                    "model_version": service.version,
-                    "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                    "rows": rows,
-                }
-            )
+        if unseen:
+            # Unseen categories are scored as missing values (the documented behaviour); say which.
+            headers[UNSEEN_HEADER] = ",".join(unseen)
+        service.telemetry.record(
+            started=started, status=status, rows=rows, request_id=request_id,
+            client_request_id=client_id if client_id and len(client_id) <= 128 else None,
+        )
         return Response(payload, status_code=status, media_type="application/json", headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -224,7 +306,7 @@ def create_app(service: ScoringService) -> Starlette:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            service.telemetry.flush()
+            service.telemetry.close()
             # Logged here, not after uvicorn returns: uvicorn re-raises SIGTERM once it has shut
             # down, so code after Server.run() does not run when the server is stopped by signal.
             logger.info("model server %s v%d stopped", service.name, service.version)
@@ -248,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", type=int, required=True, help="model version")
     parser.add_argument("--telemetry-file", type=Path, help="JSON-lines file of per-request telemetry")
     parser.add_argument("--insights-flag", type=Path, help="telemetry is written while this file exists")
+    parser.add_argument("--metrics-file", type=Path, help="JSON-lines file of request metrics (OpenTelemetry)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -265,7 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             version=args.version,
             max_rows=settings.max_rows,
             max_body_bytes=settings.max_body_bytes,
-            telemetry=Telemetry(args.telemetry_file, args.insights_flag),
+            telemetry=Telemetry(
+                args.telemetry_file,
+                args.insights_flag,
+                metrics_path=args.metrics_file,
+                name=args.name,
+                version=args.version,
+                connection_string=settings.appinsights_connection,
+            ),
         )
     except BankmlError as err:
         logger.error("cannot start model server %s: %s", args.name, err.message)
@@ -275,8 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         app,
         host=HOST,
         port=args.port,
-        loop="asyncio",
-        http="h11",
+        # httptools and uvloop when installed (uvicorn's "auto"), else h11 and asyncio: the C HTTP
+        # parser saves about 0.2 ms of CPU per request over h11 (measured in benchmarks/scoring.py).
+        loop="auto",
+        http="auto",
         workers=1,
         access_log=False,
         log_level="warning",  # uvicorn's own start/stop chatter; we log our own lines below

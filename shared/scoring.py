@@ -19,7 +19,14 @@ Validation is strict and every refusal names the field, the row and the offendin
 * booleans are not numbers, ``null`` is not a value, NaN/Infinity are refused;
 * integer columns accept integral floats such as ``3.0``;
 * a string outside the training vocabulary is accepted: it encodes as a missing value (see
-  shared.features), so new categories get a prediction instead of an error.
+  shared.features), so new categories get a prediction instead of an error. This is the one
+  decision for unseen categories; the Swagger document and the README say so, and the model
+  server names such columns in the ``x-bankml-unseen-categories`` answer header.
+
+Speed: the body is parsed with orjson when it is installed (3-5x faster than ``json`` on large
+bodies) and checked column by column with C-level ``map``/``set`` calls; only a request that fails
+that quick check is walked row by row again, to name the first offending row, field and value
+exactly as the slow path always did. A valid request never pays for the detailed walk.
 """
 
 from __future__ import annotations
@@ -27,8 +34,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
+
+try:  # optional: a C JSON parser; the stdlib one explains what is wrong with a bad body
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is in requirements; json is the fallback
+    _orjson = None
 
 from shared.contract import FEATURE_NAMES, FEATURES
 from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
@@ -50,13 +64,30 @@ _KINDS: tuple[tuple[str, str], ...] = tuple((c.name, c.kind) for c in FEATURES)
 
 @dataclass(frozen=True)
 class ScoringRequest:
-    records: list[dict[str, Any]]
+    """A validated request. ``columns`` holds the values column by column; ``data`` the rows as
+    dicts with exactly the 20 columns and values of the right JSON types; ``records`` the same rows
+    normalised to the contract's Python types (integral floats become ints, numbers floats)."""
+
     contract: Contract
     method: Method
+    # The values column by column, in contract order (FEATURE_NAMES): what the encoders read.
+    columns: list[tuple[Any, ...]] = field(repr=False, compare=False)
+    # The rows as decoded, when they were decoded as dicts (small bodies); else built on demand.
+    sent: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def rows(self) -> int:
-        return len(self.records)
+        return len(self.columns[0])
+
+    @cached_property
+    def data(self) -> list[dict[str, Any]]:
+        if self.sent is not None:
+            return self.sent
+        return [dict(zip(FEATURE_NAMES, values, strict=True)) for values in zip(*self.columns, strict=True)]
+
+    @cached_property
+    def records(self) -> list[dict[str, Any]]:
+        return [_validate_row(row, i) for i, row in enumerate(self.data)]
 
 
 class _NonFiniteToken(ValueError):
@@ -98,6 +129,11 @@ def _check_media_type(content_type: str | None) -> None:
 
 
 def _decode(body: bytes) -> Any:
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except _orjson.JSONDecodeError:
+            pass  # parsed again below, to say exactly what is wrong (or accept what json accepts)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -224,14 +260,16 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
             continue
         # bool is a subclass of int in Python; JSON true/false are not numbers.
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-            raise _bad_value(name, index, value, kind, f"must be a {kind}, got {_type_name(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            # json.loads turns an overflowing literal such as 1e999 into inf.
+            raise _bad_value(name, index, value, kind, f"must be {'an' if kind == 'integer' else 'a'} {kind}, got {_type_name(value)}")
+        if not _finite(value):
+            # json.loads turns an overflowing literal such as 1e999 into inf; a 400-digit
+            # integer stays an int that no float64 can hold.
+            shown = str(value) if isinstance(value, float) else f"{str(value)[:24]}... ({len(str(value))} digits)"
             raise RequestError(
                 f"row {index}: column {name!r} must be a finite number",
                 field=name,
                 row=index,
-                value=str(value),
+                value=shown,
                 got="number",
                 expected=kind,
             )
@@ -246,6 +284,49 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
     return out
 
 
+def _finite(value: int | float) -> bool:
+    """A JSON number that is a finite float64 (an integer literal with 400 digits is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+_NUMBER_TYPES = frozenset({int, float})
+_STRING_TYPES = frozenset({str})
+_ROW_VALUES = operator.itemgetter(*FEATURE_NAMES)
+
+
+def _valid_columns(data: list[Any]) -> list[tuple[Any, ...]] | None:
+    """The rows' values column by column (contract order) when every row is valid, else None.
+
+    Checked at C speed: ``map``/``zip``/``set`` over whole columns, about 10x faster than
+    ``_validate_row`` on 10,000 rows. None means "walk the rows to name the first problem".
+    """
+    if set(map(type, data)) != {dict} or set(map(len, data)) != {len(FEATURE_NAMES)}:
+        return None
+    try:
+        # Every row has 20 keys and all 20 contract names among them: exactly the contract.
+        columns = list(zip(*map(_ROW_VALUES, data), strict=True))
+    except KeyError:
+        return None
+    try:
+        for (_, kind), values in zip(_KINDS, columns, strict=True):
+            types = set(map(type, values))
+            if kind == "string":
+                if types != _STRING_TYPES:
+                    return None
+                continue
+            # type() is exact: bool (an int subclass) and None fall out here.
+            if not types <= _NUMBER_TYPES or not all(map(math.isfinite, values)):
+                return None
+            if kind == "integer" and float in types and not all(v.is_integer() for v in values if type(v) is float):
+                return None
+    except OverflowError:  # an integer too large for a float64
+        return None
+    return columns
+
+
 def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_body_bytes: int) -> ScoringRequest:
     """Parse and validate a scoring request; raises shared.errors.RequestError (or a subclass)."""
     if len(body) > max_body_bytes:
@@ -256,6 +337,10 @@ def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_b
             expected=f"at most {max_body_bytes} bytes",
         )
     _check_media_type(content_type)
+    if len(body) >= TYPED_DECODE_BYTES and _FAST is not None:
+        fast = _FAST.parse(body, max_rows)
+        if fast is not None:
+            return fast
     data, contract, method = _unwrap(_decode(body))
     where = "data" if contract == "legacy" else "Inputs.data"
     if not isinstance(data, list):
@@ -274,16 +359,106 @@ def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_b
             value=len(data),
             expected=f"at most {max_rows} rows",
         )
-    records = [_validate_row(row, i) for i, row in enumerate(data)]
-    return ScoringRequest(records=records, contract=contract, method=method)
+    columns = _valid_columns(data)
+    if columns is None:
+        for i, row in enumerate(data):
+            _validate_row(row, i)  # raises, naming the first bad row, field and value
+        columns = _valid_columns(data)  # pragma: no cover - the walk above always raises
+        assert columns is not None, "a request refused by the quick check passed the detailed one"
+    return ScoringRequest(contract=contract, method=method, columns=columns, sent=data)
+
+
+# From this body size (about 180 rows) a request is first decoded straight into typed rows with
+# msgspec, which checks the types while it parses (10,000 rows: ~11 ms instead of ~29 ms for orjson
+# and ~40 ms more for the column check). It only ever accepts: anything it does not accept goes
+# through the reference path above, which accepts or refuses with the detailed message, so the
+# outcome of a request never depends on which path ran (tests/test_scoring.py checks both).
+TYPED_DECODE_BYTES = 64 * 1024
+
+
+class _TypedDecoder:
+    def __init__(self) -> None:
+        import msgspec
+
+        def kind(name: str) -> Any:
+            return {"string": str, "integer": int | float, "number": float}[name]
+
+        row = msgspec.defstruct(
+            "Row",
+            [(f"c{i}", kind(c.kind), msgspec.field(name=c.name)) for i, c in enumerate(FEATURES)],
+            forbid_unknown_fields=True,
+            gc=False,
+        )
+        method = Literal["predict", "predict_proba"]
+        legacy = msgspec.defstruct(
+            "Legacy", [("data", list[row]), ("method", method, "predict")], forbid_unknown_fields=True
+        )
+        inputs = msgspec.defstruct("Inputs", [("data", list[row])], forbid_unknown_fields=True)
+        params = msgspec.defstruct("GlobalParameters", [("method", method, "predict")], forbid_unknown_fields=True)
+        v2 = msgspec.defstruct(
+            "V2",
+            [("Inputs", inputs), ("GlobalParameters", params, msgspec.field(default_factory=params))],
+            forbid_unknown_fields=True,
+        )
+        self._decoders: list[tuple[Any, Contract]] = [
+            (msgspec.json.Decoder(legacy), "legacy"),
+            (msgspec.json.Decoder(v2), "v2"),
+        ]
+        self._errors = (msgspec.DecodeError,)
+        self._values = operator.attrgetter(*(f"c{i}" for i in range(len(FEATURES))))
+        self._integer = [i for i, c in enumerate(FEATURES) if c.kind == "integer"]
+
+    def parse(self, body: bytes, max_rows: int) -> ScoringRequest | None:
+        """The request when it is valid and within ``max_rows``, else None (use the reference path)."""
+        for decoder, contract in self._decoders:
+            try:
+                doc = decoder.decode(body)
+            except self._errors:
+                continue
+            if contract == "legacy":
+                rows, method = doc.data, doc.method
+            else:
+                rows, method = doc.Inputs.data, doc.GlobalParameters.method
+            if not rows or len(rows) > max_rows:
+                return None
+            columns = list(zip(*map(self._values, rows), strict=True))
+            try:
+                for i in self._integer:
+                    values = columns[i]
+                    if not all(map(math.isfinite, values)):  # an int too large for a float64
+                        return None
+                    if float in set(map(type, values)) and not all(
+                        v.is_integer() for v in values if type(v) is float
+                    ):
+                        return None
+            except OverflowError:
+                return None
+            return ScoringRequest(contract=contract, method=method, columns=columns)
+        return None
+
+
+try:
+    _FAST: _TypedDecoder | None = _TypedDecoder()
+except ImportError:  # pragma: no cover - msgspec is in requirements; the reference path suffices
+    _FAST = None
 
 
 def format_response(request: ScoringRequest, labels: list[str], probabilities: list[list[float]]) -> dict[str, Any]:
     """The answer for ``request``: labels for predict, ``[[p_no, p_yes], ...]`` for predict_proba."""
-    result: list[Any] = labels if request.method == "predict" else probabilities
+    return envelope(request, labels if request.method == "predict" else probabilities)
+
+
+def envelope(request: ScoringRequest, result: list[Any]) -> dict[str, Any]:
+    """``{"result": ...}`` for the legacy contract, ``{"Results": ...}`` for v2."""
     return {"result": result} if request.contract == "legacy" else {"Results": result}
 
 
-def encode_json(doc: Any) -> bytes:
-    """Encode an answer once, compactly; NaN/Infinity never leave the server as invalid JSON."""
+def encode_json(doc: Any, *, finite: bool = False) -> bytes:
+    """Encode an answer once, compactly; NaN/Infinity never leave the server as invalid JSON.
+
+    ``finite=True`` is the caller's promise that ``doc`` holds no NaN/Infinity (orjson would write
+    them as null rather than refuse): then orjson encodes it, 10x faster on 10,000 pairs.
+    """
+    if finite and _orjson is not None:
+        return _orjson.dumps(doc)
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -17,8 +17,29 @@ def _service(connection: str) -> BlobServiceClient:
     return BlobServiceClient.from_connection_string(connection)
 
 
+@lru_cache(maxsize=8)
+def _identity_service(account: str) -> BlobServiceClient:
+    from azure.identity import DefaultAzureCredential
+
+    # The Functions host's own identity-based connection (AzureWebJobsStorage__accountName).
+    return BlobServiceClient(f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential())
+
+
+def has_storage(settings: Settings) -> bool:
+    return bool(settings.storage_connection or settings.storage_account_name)
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    """A connection string when there is one (Azurite, tests); otherwise the managed identity."""
+    if settings.storage_connection:
+        return _service(settings.storage_connection)
+    if settings.storage_account_name:
+        return _identity_service(settings.storage_account_name)
+    return _service(settings.require_storage())  # raises ConfigError naming the settings
+
+
 def container(settings: Settings, name: str) -> ContainerClient:
-    client = _service(settings.require_storage()).get_container_client(name)
+    client = blob_service(settings).get_container_client(name)
     try:
         client.create_container()
     except ResourceExistsError:

@@ -353,7 +353,8 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//|url\(|<script|<link|@import', html_text, re.I)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
     assert "20250101T000000Z" in html_text and "20250102T030405Z" in html_text  # comparison rows
-    assert "include non-2xx" in html_text
+    assert "Latency figures of a failed run: latencies include 1 non-2xx answers." in html_text
+    assert "Latency p50 (failed run)" in html_text and "Latency p50 (failed run)" not in bench.render_html(older, [])
     assert bench.latency_png(report).startswith(b"\x89PNG")
 
 
@@ -444,3 +445,166 @@ def test_save_report_to_blob_container(azurite_container: Any, tmp_path: Path) -
     assert props.content_settings.content_type == "image/png"
     assert json.loads(azurite_container.download_blob("latest.json").readall())["id"] == rid
     assert [h["id"] for h in bench.load_history(None, container_client=azurite_container)] == [rid]
+
+
+# --------------------------------------------------------------------------- issue 7: trust and read at a glance
+
+
+class _VaryingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    count = 0
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).count += 1
+        body = json.dumps({"result": ["no"] * (1 + type(self).count % 7)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_answers_of_varying_length_are_not_failures() -> None:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _VaryingHandler)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        raw = bench.run_load(_job(f"http://127.0.0.1:{srv.server_address[1]}/score", max_requests=21))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    s = bench.summarise(raw)
+    assert s["status"] == "ok" and s["failures"] == 0 and s["successes"] == 21
+    assert s["latency_label"] is None
+
+
+def test_failed_run_labels_its_latencies_everywhere() -> None:
+    # 2 non-2xx answers and 3 requests without any answer: both kinds are named in the label.
+    raw = _fake_raw([5.0, 6.0, 7.0, 8.0], [200, 500, 200, 503])
+    raw["requests"] += 3
+    raw["connection_errors"] = 3
+    s = bench.summarise(raw)
+    assert s["status"] == "failed" and s["failures"] == 5
+    assert s["latency_label"] == (
+        "failed run: latencies include 2 non-2xx answers and leave out 3 requests that got no HTTP answer"
+    )
+    only_dropped = {**_fake_raw([5.0, 6.0]), "requests": 3, "connection_errors": 1}
+    assert bench.summarise(only_dropped)["latency_label"] == (
+        "failed run: latencies leave out 1 requests that got no HTTP answer"
+    )
+
+    report = _report({"relay": raw, "model_server": _fake_raw([4.0, 5.0])})
+    assert report["status"] == "failed" and report["note"].startswith("relay: 5 of 7 requests failed")
+    text = bench.ab_summary(report)
+    relay_block = text.split("== relay")[1]
+    assert "[failed run: latencies include 2 non-2xx answers" in relay_block
+    assert "Percentage of the requests served within a certain time (ms) [failed run" in relay_block
+    assert "failed run" not in text.split("== model_server")[1]  # the clean target is not labelled
+    page = bench.render_html(report, [])
+    assert page.count("(failed run)") == 7  # min, mean, p50, p90, p95, p99, max of the relay only
+    assert "relay: 5 of 7 requests failed" in page
+
+
+def test_ab_summary_shows_payload_and_latency_line() -> None:
+    report = bench.build_report(
+        {"model_server": _fake_raw([5.0, 6.0, 7.0])},
+        settings={},
+        model_version=3,
+        dataset_version=2,
+        deployment="bankml-v3",
+        started_at="2025-01-02T03:04:05Z",
+        payload={"source": "tutorial customers", "rows": 2, "bytes": 1234},
+    )
+    text = bench.ab_summary(report)
+    assert "rows per request: 2 (tutorial customers, 1234 bytes)" in text
+    assert "Latency (ms):           min 5.0  mean 6.0  p50 6.0" in text
+    assert report["payload_rows"] == 2 and report["payload"]["bytes"] == 1234
+
+
+def test_nothing_to_measure_record_renders_and_saves_without_a_plot(tmp_path: Path) -> None:
+    record = bench.build_nothing_report(settings={"bench_requests": 5}, started_at="2025-01-03T00:00:00Z")
+    assert record["status"] == bench.NOTHING_TO_MEASURE and record["targets"] == {}
+    assert record["note"] == "no live deployment" and record["model_version"] is None
+    earlier = _report({"model_server": _fake_raw([5.0])}, started="2025-01-02T00:00:00Z")
+    page = bench.render_html(record, [earlier])
+    assert "Nothing was measured" in page and "no live deployment" in page and earlier["id"] in page
+    paths = bench.save_report(record, page, None, local_dir=tmp_path)
+    assert "local:latency.png" not in paths
+    assert sorted(p.name for p in (tmp_path / record["id"]).iterdir()) == ["report.html", "report.json"]
+    assert bench.load_latest(tmp_path)["status"] == bench.NOTHING_TO_MEASURE
+    assert bench.ab_summary(record) == (
+        "Benchmark 20250103T000000Z  status: nothing to measure\nNothing was measured: no live deployment\n"
+    )
+
+
+def test_staleness_against_the_live_deployment() -> None:
+    report = bench.build_report(
+        {"model_server": _fake_raw([5.0])},
+        settings={},
+        model_version=1,
+        dataset_version=1,
+        deployment="bankml-v1",
+        started_at="2025-01-02T10:00:00Z",
+        deployment_live_since="2025-01-02T09:00:00.000Z",
+    )
+    v1 = {"name": "bankml-v1", "model_version": 1, "live_since": "2025-01-02T09:00:00.000Z"}
+    assert bench.staleness(report, v1) is None
+    marked = bench.mark_stale(report, v1)
+    assert marked["stale"] is False and marked["stale_reason"] is None and "stale" not in report
+
+    v2 = {"name": "bankml-v2", "model_version": 2, "live_since": "2025-01-02T11:00:00Z"}
+    assert bench.staleness(report, v2) == "it measured bankml-v1 (model 1); the live deployment is bankml-v2 (model 2)"
+    # Same name and version, but live only since after the run (a rebuilt data dir): stale too.
+    again = {"name": "bankml-v1", "model_version": 1, "live_since": "2025-01-02T10:30:00Z"}
+    assert "before bankml-v1 went live at 2025-01-02T10:30:00Z" in bench.staleness(report, again)
+    assert bench.staleness(report, None) == "it measured bankml-v1; no deployment is live now"
+
+    nothing = bench.build_nothing_report(settings={}, started_at="2025-01-02T08:00:00Z")
+    assert bench.staleness(nothing, None) is None
+    assert bench.staleness(nothing, v1) == "no deployment was live when it ran; bankml-v1 (model 1) is live now"
+
+
+def test_history_text_reads_as_a_trend() -> None:
+    ok = _report({"model_server": _fake_raw([5.0, 6.0]), "relay": _fake_raw([9.0, 11.0])}, started="2025-01-02T00:00:00Z")
+    failed = _report({"relay": _fake_raw([9.0, 30.0], [200, 502])}, started="2025-01-03T00:00:00Z")
+    down = _report(
+        {"model_server": bench.error_result("ConnectionRefusedError: refused", url="http://127.0.0.1:1/score")},
+        started="2025-01-04T00:00:00Z",
+    )
+    nothing = bench.build_nothing_report(settings={}, started_at="2025-01-01T00:00:00Z")
+    live = {"name": "bankml-live", "model_version": "3", "live_since": "2025-01-02T12:00:00Z"}
+    marked = [bench.mark_stale(r, live) for r in (down, failed, ok, nothing)]  # newest first, as stored
+
+    lines = bench.history_text(marked).splitlines()
+    assert lines[0].split() == [
+        "date", "(UTC)", "target", "req/s", "p50", "ms", "p99", "ms", "failures", "status", "model", "note",
+    ]
+    body = [line.split() for line in lines[1:]]
+    # oldest first; one line per target; the empty run has a line of its own
+    assert [b[0] for b in body[:5]] == ["2025-01-01", "2025-01-02", "2025-01-02", "2025-01-03", "2025-01-04"]
+    assert body[0][2:9] == ["—", "—", "—", "—", "—", "nothing", "to"] and "stale:" in lines[1]
+    assert body[1][2:4] == ["model_server", "2.0"] and body[1][4:6] == ["5.00", "6.00"]
+    assert "stale: it ran at 2025-01-02T00:00:00+00:00, before bankml-live went live" in lines[2]
+    assert body[3][2:4] == ["relay", "2.0"] and body[3][4:6] == ["9.00*", "30.00*"] and body[3][6:8] == ["1", "failed"]
+    assert body[4][2:8] == ["model_server", "—", "—", "—", "0", "unreachable"]
+    assert "stale" not in lines[4] + lines[5] and "v3" in lines[5]
+    assert lines[-1].startswith("* latency of a failed run")
+    assert bench.history_text([]) == "no benchmark reports yet\n"
+
+
+def test_load_latest_local_then_container(azurite_container: Any, tmp_path: Path) -> None:
+    assert bench.load_latest(tmp_path) is None
+    assert bench.load_latest(tmp_path, container_client=azurite_container) is None
+    report = _report({"model_server": _fake_raw([5.0])})
+    bench.save_report(report, "<html></html>", None, container_client=azurite_container, local_dir=tmp_path / "a")
+    # A data dir without the file falls back to the container; one with it answers from disk.
+    assert bench.load_latest(tmp_path / "b", container_client=azurite_container)["id"] == report["id"]
+    assert bench.load_latest(tmp_path / "a")["id"] == report["id"]
+    (tmp_path / "a" / "latest.json").write_text("{half")
+    with pytest.raises(bench.BenchError, match="unreadable"):
+        bench.load_latest(tmp_path / "a")

@@ -561,6 +561,136 @@ def test_drift_range_mostly_outside_and_constant_reference() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# large files: validated block by block, the same result whatever the block size
+
+# Small blocks put many block boundaries inside a file of a few hundred rows (a row is about
+# 150 bytes); per-block work makes tiny blocks slow, so the tests keep files small.
+BLOCK_SIZES = (500, 3000)
+
+
+def test_block_size_does_not_change_the_result() -> None:
+    rows = valid_rows(60)
+    rows[7]["job"] = "técnico"  # non-ASCII in the first block
+    variants = {
+        "plain": render(rows).encode(),
+        "crlf-bom-semicolon-quoted": codecs.BOM_UTF8
+        + render(rows, sep=";", quote_strings=True, quote_header=True, eol="\r\n").encode(),
+        "old-mac": render(rows, eol="\r").encode(),
+        "utf-16": render(rows).encode("utf-16"),
+        "cp1252": render(rows).encode("cp1252"),
+        "blank-lines": ("\n\n" + render(rows).replace("\n", "\n\n,,,\n") + "\n\n").encode(),
+    }
+    reference = parse(variants["plain"], chunk_bytes=10**9)
+    for name, data in variants.items():
+        for size in BLOCK_SIZES:
+            for source in (data, io.BytesIO(data)) if name in ("plain", "old-mac") else (data,):
+                p = parse(source, chunk_bytes=size)
+                assert p.content_hash == reference.content_hash, (name, size)
+                assert p.to_canonical_csv() == reference.to_canonical_csv(), (name, size)
+                assert p.frame.equals(reference.frame), (name, size)
+                assert p.profile == reference.profile and p.class_balance == reference.class_balance, (name, size)
+
+
+def test_write_canonical_writes_the_hashed_bytes() -> None:
+    p = parse(render(valid_rows(60)).encode(), chunk_bytes=2000)
+    out = io.BytesIO()
+    assert p.write_canonical(out) == len(p.to_canonical_csv())
+    assert hashlib.sha256(out.getvalue()).hexdigest() == p.content_hash
+
+
+def test_category_cells_share_one_string_per_value_across_blocks() -> None:
+    # What keeps a million-row frame small: 8 bytes per cell, not a str object per cell.
+    p = parse(render(valid_rows(60)).encode(), chunk_bytes=2000)
+    job = p.frame["job"].to_numpy()
+    assert len({id(v) for v in job}) == len(set(job))
+
+
+@pytest.mark.parametrize("size", BLOCK_SIZES)
+def test_bad_value_in_a_later_block_names_its_file_line(size: int) -> None:
+    rows = with_cell(valid_rows(100), 90, "duration", "twelve")
+    lines = render(rows).splitlines()
+    lines.insert(50, "")  # a skipped line before it still counts
+    err = rejected(("\n".join(lines) + "\n").encode(), chunk_bytes=size)
+    assert (err.details["column"], err.details["line"], err.details["value"]) == ("duration", line_of(90) + 1, "twelve")
+
+
+@pytest.mark.parametrize("size", BLOCK_SIZES)
+def test_bad_rows_are_counted_over_the_whole_file(size: int) -> None:
+    rows = valid_rows(100)
+    bad = (5, 60, 61, 99)
+    for i in bad:
+        rows[i]["y"] = "maybe"
+    err = rejected(render(rows).encode(), chunk_bytes=size)
+    assert err.details["line"] == line_of(5) and err.details["rows_affected"] == len(bad)
+    assert f"({len(bad)} rows affected, this is the first)" in err.message
+
+
+def test_count_after_an_unreadable_block_is_a_lower_bound() -> None:
+    rows = with_cell(valid_rows(100), 3, "age", "old")
+    lines = render(rows).splitlines()
+    lines[80] = lines[80] + ",extra"  # a later line that cannot be read at all
+    err = rejected(("\n".join(lines) + "\n").encode(), chunk_bytes=2000)
+    assert (err.details["column"], err.details["line"]) == ("age", line_of(3))
+    assert "at least 1 rows affected" in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param(None, 90, id="wrong-field-count"),
+        pytest.param('"unclosed', 90, id="lost-quote"),
+        pytest.param("\x07", 90, id="control-character"),
+    ],
+)
+def test_structural_errors_in_a_later_block_name_their_line(text: str | None, line: int) -> None:
+    lines = render(valid_rows(100)).splitlines()
+    lines[line - 1] = lines[line - 1] + ",x" if text is None else text + lines[line - 1]
+    err = rejected(("\n".join(lines) + "\n").encode(), chunk_bytes=2000)
+    assert err.details["line"] == line, err.message
+
+
+def test_header_after_blocks_of_blank_lines() -> None:
+    data = b"\n" * 5000 + b",,,;;;\n" * 300 + PLAIN
+    p = parse(data, chunk_bytes=256)
+    assert p.rows == 40 and p.content_hash == parse(PLAIN).content_hash
+    err = rejected(data.replace(b"\n41,", b"\nold,", 1), chunk_bytes=256)
+    assert err.details["value"] == "old" and err.details["line"] == 5000 + 300 + 1 + 22
+
+
+def test_cp1252_after_ascii_blocks_reads_like_the_whole_file() -> None:
+    rows = with_cell(valid_rows(100), 90, "job", "técnico")
+    data = render(rows).encode("cp1252")
+    assert data[: data.index(b"t\xe9c")].isascii()
+    whole = parse(data, chunk_bytes=10**9)
+    assert whole.encoding == "cp1252"
+    for size in BLOCK_SIZES:
+        p = parse(data, chunk_bytes=size)
+        assert p.encoding == "cp1252" and p.content_hash == whole.content_hash
+
+
+def test_mixed_encodings_across_blocks_are_rejected() -> None:
+    rows = with_cell(with_cell(valid_rows(100), 2, "job", "técnico"), 90, "job", "técnico")
+    text = render(rows)
+    cut = text.index("técnico", text.index("técnico") + 1)
+    data = text[:cut].encode("utf-8") + text[cut:].encode("cp1252")  # two exports glued together
+    err = rejected(data, chunk_bytes=2000)
+    assert "not UTF-8 although the text before it is UTF-8" in err.message
+
+
+def test_a_line_longer_than_a_block() -> None:
+    rows = with_cell(valid_rows(), 5, "job", "x" * 3000)
+    p = parse(render(rows).encode(), chunk_bytes=100)
+    assert p.frame["job"].iloc[5] == "x" * 3000
+
+
+def test_stream_over_the_limit_is_rejected_whatever_else_is_wrong() -> None:
+    rows = with_cell(valid_rows(100), 1, "age", "old")
+    data = render(rows).encode()
+    err = rejected(io.BytesIO(data), max_bytes=len(data) - 1, chunk_bytes=2000)
+    assert err.message.startswith("file is too large")
+
+
+# --------------------------------------------------------------------------------------------
 # the real files (never in the repository)
 
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 import requests
 
-from shared.contract import FEATURE_NAMES, TUTORIAL_CUSTOMERS
+from shared.contract import BY_NAME, FEATURE_NAMES, TUTORIAL_CUSTOMERS
 
 if TYPE_CHECKING:  # the fixture lives in conftest.py, which tests do not import at run time
     from conftest import TrainedModel
@@ -265,3 +266,69 @@ def test_refuses_to_start_without_a_key(trained_model: TrainedModel) -> None:
     ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "BANKML_MODEL_KEY" in done.stderr
+
+
+def generated_rows(n: int, seed: int) -> list[dict[str, Any]]:
+    from shared.datagen import generate_frame
+
+    frame = generate_frame(n, seed)[list(FEATURE_NAMES)]
+    out = []
+    for rec in frame.to_dict(orient="records"):
+        row = {}
+        for name, value in rec.items():
+            kind = BY_NAME[name].kind
+            row[name] = str(value) if kind == "string" else (int(value) if kind == "integer" else float(value))
+        out.append(row)
+    return out
+
+
+def test_columnar_encoding_equals_the_feature_spec(trained_model: TrainedModel) -> None:
+    from shared.modelserver import COLUMNAR_ROWS, FeatureEncoder
+    from shared.scoring import parse_request
+    from shared.workspace.local.training import load_model
+
+    model = load_model(trained_model.model_dir)
+    data = generated_rows(300, 5)
+    data[3]["job"], data[7]["month"], data[8]["poutcome"] = "astronaut", "smarch", ""  # unseen categories
+    data[9]["campaign"] = 4.0  # an integral float in an integer column
+    req = parse_request(json.dumps({"data": data}).encode(), None, max_rows=1000, max_body_bytes=1 << 24)
+    assert req.rows >= COLUMNAR_ROWS
+    encoder = FeatureEncoder(model.spec)
+    X = encoder.matrix(req)
+    np.testing.assert_array_equal(X, model.spec.encode_records(req.records))  # NaN == NaN here
+    assert encoder.unseen(X) == ["job", "month", "poutcome"]
+    small = parse_request(json.dumps({"data": data[:3]}).encode(), None, max_rows=1000, max_body_bytes=1 << 24)
+    assert encoder.unseen(encoder.matrix(small)) == []
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_large_requests_answer_what_the_model_predicts(server: Server, trained_model: TrainedModel, method: str) -> None:
+    from shared.scoring import parse_request
+    from shared.workspace.local.training import load_model
+
+    data = generated_rows(600, 9)  # ~220 kB: parsed and predicted in a worker thread
+    r = server.score({"Inputs": {"data": data}, "GlobalParameters": {"method": method}})
+    assert r.status_code == 200 and "x-bankml-unseen-categories" not in r.headers
+    req = parse_request(json.dumps({"data": data}).encode(), None, max_rows=1000, max_body_bytes=1 << 24)
+    labels, probas = load_model(trained_model.model_dir).predict(req.records)
+    got = r.json()["Results"]
+    if method == "predict":
+        assert got == labels
+    else:
+        np.testing.assert_allclose(np.array(got), np.array(probas), rtol=0, atol=1e-12)
+
+
+def test_unseen_categories_are_scored_and_named(server: Server) -> None:
+    row = dict(CUSTOMERS[0], job="astronaut", education="phd")
+    r = server.score({"data": [row, CUSTOMERS[1]]})
+    assert r.status_code == 200 and len(r.json()["result"]) == 2
+    assert r.headers["x-bankml-unseen-categories"] == "job,education"
+
+
+def test_an_integer_no_float_can_hold_is_a_400(server: Server) -> None:
+    raw = json.dumps({"data": CUSTOMERS}).replace("971", "9" * 400).encode()
+    r = requests.post(
+        f"{server.url}/score", data=raw, headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and (r.json()["error"]["field"], r.json()["error"]["row"]) == ("duration", 0)

@@ -235,3 +235,120 @@ def test_wrong_types_name_field_row_and_value(column: str, value: Any, shown: An
 def test_integral_float_accepted_in_integer_column() -> None:
     req = parse(with_value("campaign", 3.0))
     assert req.records[1]["campaign"] == 3
+
+
+# --- the quick column check and the detailed row walk agree ---------------------------------------
+
+
+def test_valid_request_keeps_rows_as_sent_and_columns_in_contract_order() -> None:
+    data = rows(3)
+    req = parse({"data": data})
+    assert req.data == data and req.rows == 3
+    assert len(req.columns) == len(FEATURE_NAMES)
+    assert req.columns[FEATURE_NAMES.index("age")] == (17, 87, 17)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("campaign", "three"), ("age", True), ("euribor3m", None), ("campaign", 2.5), ("job", 3), ("pdays", [1])],
+)
+def test_the_first_bad_row_is_named_in_a_large_request(column: str, value: Any) -> None:
+    data = rows(800)
+    data[377][column] = value
+    data[612][column] = value
+    err = refused({"data": data}, max_rows=1000, max_body_bytes=1 << 22)
+    assert (err["field"], err["row"]) == (column, 377)
+
+
+def test_a_missing_or_extra_column_in_a_large_request_is_named() -> None:
+    data = rows(300)
+    del data[250]["age"]
+    data[250]["agee"] = 40  # still 20 keys
+    err = refused({"data": data}, max_rows=1000, max_body_bytes=1 << 22)
+    assert (err["field"], err["row"]) == ("age", 250)
+    data = rows(300)
+    data[299]["y"] = "yes"
+    err = refused({"data": data}, max_rows=1000, max_body_bytes=1 << 22)
+    assert (err["field"], err["row"]) == ("y", 299)
+
+
+def test_an_integer_too_large_for_a_float_is_refused_not_a_crash() -> None:
+    raw = json.dumps({"data": rows(1)}).replace("971", "9" * 400).encode()
+    err = refused(raw)
+    assert (err["field"], err["row"]) == ("duration", 0) and "finite" in err["message"]
+    assert err["value"].startswith("9999") and "400 digits" in err["value"]
+
+
+def test_what_the_stdlib_accepts_is_accepted_whatever_the_parser() -> None:
+    # A lone surrogate is refused by orjson but is a JSON string for json: an unseen category.
+    raw = json.dumps({"data": rows(1)}).replace('"blue-collar"', '"\\ud800"', 1).encode()
+    assert parse(raw).data[0]["job"] == "\ud800"
+    # A big integer literal is still a whole number for an integer column (the model sees a float64).
+    raw = json.dumps({"data": rows(1)}).replace('"pdays": 999', '"pdays": 123456789012345678901234567890').encode()
+    assert parse(raw).records[0]["pdays"] == pytest.approx(1.2345678901234568e29)
+
+
+def test_integer_messages_read_well() -> None:
+    assert "must be an integer" in refused(with_value("age", "old"))["message"]
+    assert "must be a number" in refused(with_value("euribor3m", "x"))["message"]
+
+
+# --- the typed decoder (large bodies) never changes an outcome ----------------------------------
+
+
+def outcome(raw: bytes, *, max_rows: int = 1000) -> Any:
+    try:
+        req = parse_request(raw, JSON, max_rows=max_rows, max_body_bytes=1 << 24)
+    except RequestError as err:
+        return err.to_dict()
+    # Compared as the model sees them (float64): orjson reads a 30-digit integer as a float.
+    seen = [tuple(v if isinstance(v, str) else float(v) for v in col) for col in req.columns]
+    return (req.contract, req.method, req.rows, seen)
+
+
+def variants() -> list[tuple[str, bytes]]:
+    base = rows(400)
+    out: list[tuple[str, bytes]] = [
+        ("legacy", body({"data": base})),
+        ("legacy proba", body({"data": base, "method": "predict_proba"})),
+        ("v2", body({"Inputs": {"data": base}})),
+        ("v2 proba", body({"Inputs": {"data": base}, "GlobalParameters": {"method": "predict_proba"}})),
+        ("v2 empty params", body({"Inputs": {"data": base}, "GlobalParameters": {}})),
+        ("both envelopes", body({"data": base, "Inputs": {"data": base}})),
+        ("bad method", body({"data": base, "method": "transform"})),
+        ("extra key", body({"Inputs": {"data": base}, "x": 1})),
+        ("too many rows", body({"data": rows(1001)})),
+        ("bare list", body(base)),
+        ("unseen category", body({"data": [dict(r, job="astronaut") for r in base]})),
+    ]
+    for column, value in [("campaign", 2.0), ("campaign", 2.5), ("age", True), ("euribor3m", 3), ("job", None),
+                          ("month", 4), ("pdays", "999"), ("nr.employed", [1])]:
+        data = rows(400)
+        data[321][column] = value
+        out.append((f"{column}={value!r}", body({"data": data})))
+    data = rows(400)
+    del data[5]["age"]
+    out.append(("missing column", body({"data": data})))
+    data = rows(400)
+    data[6]["agee"] = 1
+    out.append(("extra column", body({"data": data})))
+    text = body({"data": base}).decode()
+    out.append(("1e999", text.replace("971", "1e999", 1).encode()))
+    out.append(("400 digits", text.replace("971", "9" * 400, 1).encode()))
+    out.append(("big int", text.replace("971", "123456789012345678901234567890", 1).encode()))
+    out.append(("NaN", text.replace("971", "NaN", 1).encode()))
+    out.append(("duplicate key", text.replace('"age": 17,', '"age": "x", "age": 17,', 1).encode()))
+    out.append(("surrogate", text.replace('"blue-collar"', '"\\ud800"', 1).encode()))
+    out.append(("trailing garbage", text.encode() + b" x"))
+    return out
+
+
+@pytest.mark.parametrize(("name", "raw"), variants(), ids=[n for n, _ in variants()])
+def test_typed_decoder_and_reference_path_agree(name: str, raw: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import scoring
+
+    pytest.importorskip("msgspec")
+    assert len(raw) >= scoring.TYPED_DECODE_BYTES and scoring._FAST is not None
+    fast = outcome(raw)
+    monkeypatch.setattr(scoring, "_FAST", None)
+    assert outcome(raw) == fast

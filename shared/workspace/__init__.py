@@ -16,7 +16,14 @@ def _local(settings: Settings) -> Any:
     return LocalWorkspace(settings)
 
 
-BACKENDS: dict[str, Callable[[Settings], Any]] = {"local": _local}
+def _azure(settings: Settings) -> Any:
+    # azure-ai-ml is imported inside the adapter, when it first talks to the workspace.
+    from shared.workspace.azure.workspace import AzureWorkspace
+
+    return AzureWorkspace(settings)
+
+
+BACKENDS: dict[str, Callable[[Settings], Any]] = {"local": _local, "azure": _azure}
 
 
 def get_workspace(settings: Settings) -> Any:

@@ -52,7 +52,7 @@ class Deployment:
     name: str
     run_id: str
     model_version: int
-    status: str  # starting | live | retired | failed
+    status: str  # starting | live | draining | retired | failed
     scoring_uri: str
     created_at: str
     metrics: dict[str, Any] = field(default_factory=dict)

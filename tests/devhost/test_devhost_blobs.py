@@ -158,13 +158,13 @@ class TestEventGridBlobWebhook:
         service: BlobServiceClient,
         case: Callable[[str], Any],
     ) -> None:
+        events = copy.deepcopy(case("blobcreated_three_deliveries.json"))  # skips before any upload
         container = self._container_name(eg)
         name = "bank data 100%.csv"
         data = b"age,y\n41,yes\n"
         blob = _container(service, container).get_blob_client(name)
         blob.upload_blob(data)
         etag = normalize_etag(blob.get_blob_properties().etag)
-        events = copy.deepcopy(case("blobcreated_three_deliveries.json"))
         subjects = [name, quote(name), name]  # raw and percent-encoded names both resolve
         etags = ["0x1", f'"{etag}"', etag]  # a stale first write, then the real version quoted and bare
         for event, subject, tag in zip(events, subjects, etags, strict=True):
@@ -183,11 +183,11 @@ class TestEventGridBlobWebhook:
     def test_cloudevent_without_leading_slash(
         self, eg: FunctionHost, records: Records, service: BlobServiceClient, case: Callable[[str], Any]
     ) -> None:
+        event = dict(case("blobcreated_cloudevent.json"))  # skips before any upload
         container = self._container_name(eg)
         name = "ce ü.csv"
         blob = _container(service, container).get_blob_client(name)
         blob.upload_blob(b"ce\n")
-        event = dict(case("blobcreated_cloudevent.json"))
         event["subject"] = f"blobServices/default/containers/{container}/blobs/{name}"
         event["data"] = dict(event["data"], eTag=blob.get_blob_properties().etag)
         r = self._post(eg, event, **{"Content-Type": "application/cloudevents+json; charset=utf-8"})
@@ -198,13 +198,13 @@ class TestEventGridBlobWebhook:
     def test_scanner_first_then_event_is_a_duplicate(
         self, eg: FunctionHost, records: Records, service: BlobServiceClient, case: Callable[[str], Any]
     ) -> None:
+        event = copy.deepcopy(case("blobcreated_three_deliveries.json")[1])  # skips before any upload
         container = self._container_name(eg)
         blob = _container(service, container).get_blob_client("scanned.csv")
         blob.upload_blob(b"s\n")
         assert eg.blobs is not None
         futures = eg.blobs.scan_once()
         assert [f.result(10).value for f in futures] == ["processed"]
-        event = copy.deepcopy(case("blobcreated_three_deliveries.json")[1])
         event["subject"] = f"/blobServices/default/containers/{container}/blobs/scanned.csv"
         event["data"]["eTag"] = blob.get_blob_properties().etag
         assert self._post(eg, [event]).json()["results"][0]["result"] == "duplicate"

@@ -8,6 +8,7 @@ the CLI can use it at the same time.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,10 @@ class Registry:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.executescript(SCHEMA)
+        # It holds the model servers' keys and webhook URLs with system keys: this user's only.
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if p.exists():
+                os.chmod(p, 0o600)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

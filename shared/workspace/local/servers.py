@@ -1,4 +1,6 @@
-"""Model-server processes of the local backend: start, check, stop (by PID, never by name)."""
+"""Model-server processes of the local backend: start, check, supervise, stop (by PID, never by
+name; a recorded PID is only signalled after checking that it still is that deployment's server,
+so a PID reused by another process after a restart is never touched)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import requests
 
 from shared.contract import TUTORIAL_CUSTOMERS
 from shared.errors import DeploymentError
+from shared.workspace.local.registry import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,7 @@ def port_free(port: int) -> bool:
 
 
 def pid_alive(pid: int | None) -> bool:
+    """True while the process runs; a zombie counts as ended (and is reaped when it is our child)."""
     if not pid:
         return False
     try:
@@ -44,12 +51,36 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0); reap it if it is ours.
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
+        if done:
+            return False
     except ChildProcessError:
+        pass  # not our child: its parent reaps it; ask the kernel whether it is a zombie
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
         return True
+
+
+def is_model_server(pid: int | None, name: str) -> bool:
+    """True when ``pid`` is alive and is the model server of deployment ``name``."""
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return False
+    if "shared.modelserver" not in cmdline:
+        return False
+    try:
+        return cmdline[cmdline.index("--name") + 1] == name
+    except (ValueError, IndexError):
+        return False
 
 
 def stop_pid(pid: int | None, *, grace_s: float = 5.0) -> None:
@@ -77,6 +108,16 @@ def stop_pid(pid: int | None, *, grace_s: float = 5.0) -> None:
             pass
 
 
+def stop_model_server(pid: int | None, name: str, *, grace_s: float = 5.0) -> bool:
+    """Stop deployment ``name``'s server if ``pid`` still is it. SIGTERM lets uvicorn finish the
+    requests in flight (it stops accepting first), so ``grace_s`` is the longest drain."""
+    if not is_model_server(pid, name):
+        return False
+    log.info("stopping model server %s (pid %s)", name, pid)
+    stop_pid(pid, grace_s=grace_s)
+    return True
+
+
 def start_model_server(
     *,
     model_dir: Path,
@@ -87,6 +128,8 @@ def start_model_server(
     deploy_dir: Path,
     telemetry_file: Path,
     insights_flag: Path,
+    metrics_file: Path | None = None,
+    why: str = "deploy",
 ) -> int:
     deploy_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -103,8 +146,13 @@ def start_model_server(
         "--telemetry-file", str(telemetry_file),
         "--insights-flag", str(insights_flag),
     ]
+    if metrics_file is not None:
+        cmd += ["--metrics-file", str(metrics_file)]
     logf = open(deploy_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
     try:
+        # A marker per start, so that the log reads like a container log across restarts.
+        logf.write(f"----- {utcnow()} starting {name} v{version} on port {port} ({why})\n".encode())
+        logf.flush()
         proc = subprocess.Popen(
             cmd,
             stdout=logf,
@@ -151,3 +199,29 @@ def check_model_server(scoring_uri: str, key: str, pid: int, *, timeout_s: float
     result = r.json().get("result")
     if not isinstance(result, list) or len(result) != len(TUTORIAL_CUSTOMERS):
         raise DeploymentError(f"scoring check gave an unexpected answer: {r.text[:200]}")
+
+
+class Supervisor:
+    """A daemon thread that calls ``step`` every ``interval_s`` until stopped (errors are logged)."""
+
+    def __init__(self, step: Callable[[], object], *, interval_s: float = 1.0, name: str = "bankml-supervisor") -> None:
+        self.step = step
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - the supervisor must keep watching; the error is logged
+                log.exception("supervisor step failed")

@@ -16,7 +16,7 @@ from shared.config import SETTINGS, Settings
 from shared.errors import ConfigError
 from shared.workspace.local.agent import Agent
 from shared.workspace.local.registry import Registry, utcnow
-from shared.workspace.local.servers import pid_alive
+from shared.workspace.local.servers import Supervisor, pid_alive, stop_pid
 from shared.workspace.local.workspace import LocalWorkspace
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class LocalStack:
         self.host: FunctionHost | None = None
         self.agent: Agent | None = None
         self.workspace: LocalWorkspace | None = None
+        self.supervisor: Supervisor | None = None  # restarts a live model server that died
 
     @property
     def url(self) -> str:
@@ -87,6 +88,8 @@ class LocalStack:
                 setting="--home",
             )
         self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)  # the data dir holds keys: this user's only
+        self._clean_orphans()
         keys = HostKeys.load_or_create(self.home)
         self.azurite = Azurite(self.home / "azurite", port=self.azurite_port, project_root=PROJECT_ROOT).start()
         try:
@@ -103,6 +106,7 @@ class LocalStack:
             self.workspace.reconcile()
             self.agent = Agent(self.home, system_key=keys.system_key("eventgrid_extension"))
             self.agent.start()
+            self.supervisor = Supervisor(self.workspace.supervise, interval_s=1.0).start()
             (self.home / STACK_FILE).write_text(
                 json.dumps(
                     {
@@ -110,6 +114,7 @@ class LocalStack:
                         "url": self.url,
                         "port": self.port,
                         "azurite_port": self.azurite.port,
+                        "azurite_pid": self.azurite.pid,
                         "started_at": utcnow(),
                     }
                 )
@@ -120,7 +125,29 @@ class LocalStack:
         log.info("local stack up: function host %s, Azurite blob port %d", self.url, self.azurite.port)
         return self
 
+    def _clean_orphans(self) -> None:
+        """A stack killed with SIGKILL leaves its Azurite running (and its port taken): end it.
+        Only a process whose command line is Azurite's, recorded by the dead stack, is signalled."""
+        path = self.home / STACK_FILE
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if pid_alive(info.get("pid")):
+            return
+        pid = info.get("azurite_pid")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") if pid else ""
+        except OSError:
+            cmdline = ""
+        if "azurite" in cmdline:
+            log.warning("stopping Azurite (pid %s) left behind by a stack that did not shut down", pid)
+            stop_pid(int(pid))
+        path.unlink(missing_ok=True)
+
     def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
         if self.agent:
             self.agent.stop()
         if self.host:

@@ -1,23 +1,63 @@
 """Training worker process: `python -m shared.workspace.local.worker --home H --run-id R`.
 
 Runs one AutoML run outside the function host, records every trial as a child run while the
-search goes on, then the best model and its held-out metrics; a failure is recorded with its
-reason. The agent that started it publishes the run's event afterwards.
+search goes on, then the best model (learner or ensemble members, held-out metrics, thresholds,
+feature importance, dataset version, library versions, artifacts, peak memory); a failure (bad
+data, a bad parameter, no model within the budget, a crash) is recorded as Failed with its reason.
+The agent that started it publishes the run's event afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import resource
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
+from shared.errors import TrainingError
 from shared.workspace.base import COMPLETED, FAILED
 from shared.workspace.local.registry import Registry, utcnow
 
 log = logging.getLogger("bankml.worker")
+
+# What a completed run records as its best model (the run's "best" in the registry).
+BEST_KEYS = (
+    "learner",
+    "config",
+    "members",
+    "metrics",
+    "validation_metric",
+    "threshold",
+    "thresholds",
+    "best_iteration",
+    "feature_importance",
+    "serving",
+    "artifacts",
+    "library_versions",
+    "dataset_version",
+    "timings_s",
+)
+
+
+def _budget(parameters: dict[str, Any]) -> float:
+    raw = parameters.get("time_budget_s", 60)
+    try:
+        budget = float(raw)
+    except (TypeError, ValueError):
+        raise TrainingError(f"parameter time_budget_s must be a number of seconds, got {raw!r}", field="time_budget_s", value=raw) from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise TrainingError(f"parameter time_budget_s must be above 0, got {raw!r}", field="time_budget_s", value=raw)
+    return budget
+
+
+def _peak_rss_mb() -> float:
+    # Linux reports ru_maxrss in KiB.
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def run(home: Path, run_id: str) -> int:
@@ -30,26 +70,22 @@ def run(home: Path, run_id: str) -> int:
     registry.update_run(run_id, worker_pid=os.getpid(), started_at=row["started_at"] or utcnow())
     try:
         if dataset is None:
-            raise RuntimeError(f"dataset version {row['dataset_version']} is missing")
+            raise TrainingError(f"dataset version {row['dataset_version']} is missing", field="dataset_version", value=row["dataset_version"])
         from shared.workspace.local.training import train
 
         out_dir = home / "runs" / run_id / "model"
-        budget = float(row["parameters"].get("time_budget_s", 60))
         result = train(
             Path(dataset["path"]),
             out_dir,
-            time_budget_s=budget,
+            time_budget_s=_budget(row["parameters"]),
             on_trial=lambda child: registry.add_child_run(run_id, child),
+            dataset_version=int(row["dataset_version"]),
+            run_id=run_id,
         )
         for child in result.get("child_runs", []):
             registry.add_child_run(run_id, child)
-        best = {
-            "learner": result.get("learner"),
-            "config": result.get("config"),
-            "metrics": result.get("metrics", {}),
-            "threshold": result.get("threshold"),
-            "best_iteration": result.get("best_iteration"),
-        }
+        best = {k: result.get(k) for k in BEST_KEYS}
+        best["peak_rss_mb"] = _peak_rss_mb()
         registry.update_run(
             run_id, status=COMPLETED, best=best, model_dir=str(result.get("model_dir", out_dir)), ended_at=utcnow()
         )
