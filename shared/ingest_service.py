@@ -61,6 +61,7 @@ from azure.storage.blob import BlobClient, ContainerClient
 from shared.config import Settings
 from shared.errors import DataError
 from shared.ingest import parse_csv
+from shared.pipeline import submit_pipeline_run
 from shared.storage import container, put_json
 from shared.workspace.local.registry import utcnow
 
@@ -139,7 +140,7 @@ def ingest_blob(
     del body
     dataset = workspace.register_dataset(parsed, source_blob=f"{settings.incoming_container}/{name}", etag=etag)
     # Submitting is idempotent per dataset version: a retry after a crash finishes the job once.
-    run = workspace.submit_run(dataset.version, trigger="ingest")
+    run = submit_pipeline_run(settings, workspace, trigger="ingest", dataset_version=dataset.version)
     status = "registered" if dataset.created or run.created else "duplicate"
     if status == "duplicate":
         log.info(

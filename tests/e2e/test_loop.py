@@ -48,7 +48,8 @@ def score(stack: RunningStack, payload: Any, key: str | None) -> requests.Respon
 
 
 def run_whole_loop(stack: RunningStack, csv: Path, rows: int, min_auc: float) -> dict[str, Any]:
-    stack.cli("drop", str(csv), "--name", "bank.csv")
+    out = stack.cli("drop", str(csv), "--name", "bank.csv").stdout
+    assert "registered as dataset v1" in out, out
     status = stack.wait_for("a live deployment", live_of, timeout=600)
     status = stack.status()
     assert [d["rows"] for d in status["datasets"]] == [rows]
@@ -103,7 +104,8 @@ def test_whole_loop_on_generated_data(stack_factory: Any, tmp_path: Path) -> Non
     assert str(status["deployments"][0]["name"]) in logs and " 200 " in logs
 
     # The same content dropped again (another name): one dataset version, one run, one decision.
-    stack.cli("drop", str(csv), "--name", "again.csv")
+    again_out = stack.cli("drop", str(csv), "--name", "again.csv").stdout
+    assert "already registered" in again_out
     svc = blob_client(stack)
     time.sleep(6)
     again = stack.status()
@@ -116,7 +118,8 @@ def test_whole_loop_on_generated_data(stack_factory: Any, tmp_path: Path) -> Non
     broken = "\n".join(",".join(v for i, v in enumerate(line.split(",")) if i != drop_at) for line in text[:50]) + "\n"
     bad_csv = tmp_path / "missing.csv"
     bad_csv.write_text(broken)
-    stack.cli("drop", str(bad_csv), "--name", "missing column.csv")
+    dropped = stack.cli("drop", str(bad_csv), "--name", "missing column.csv", check=False)
+    assert dropped.returncode == 1 and "rejected" in dropped.stdout and "euribor3m" in dropped.stdout
     rejected = svc.get_container_client("rejected")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not rejected.get_blob_client("missing column.csv.error.json").exists():
