@@ -139,6 +139,7 @@ def _wait_for_outcome(home: Path, service: Any, name: str, etag: str, timeout_s:
     ws = _workspace(home)
     rejected = service.get_container_client("rejected").get_blob_client(f"{name}.error.json")
     deadline = time.monotonic() + timeout_s
+    seen_receipt = False
     while time.monotonic() < deadline:
         for d in ws.registry.list_datasets():
             if d["source_blob"] == f"incoming/{name}" and d["etag"].strip('"') == etag:
@@ -146,23 +147,28 @@ def _wait_for_outcome(home: Path, service: Any, name: str, etag: str, timeout_s:
                 print(f"registered as dataset v{d['version']} ({d['rows']} rows); training run {', '.join(runs) or 'queued'}")
                 print("follow it with `bankml runs watch` or `bankml status`")
                 return 0
-        if _has_receipt(home, name, etag):
-            # Processed, yet no version from this blob and no rejection: the content was known.
-            if not any(d["source_blob"] == f"incoming/{name}" and d["etag"].strip('"') == etag for d in ws.registry.list_datasets()) and not rejected.exists():
-                print("processed: the same content is already registered, so no new dataset version and no new run")
-                return 0
         try:
-            if rejected.exists():
-                reason = json.loads(rejected.download_blob().readall())
-                error = reason.get("error", reason)
-                print(f"rejected: {error.get('message', error)}")
-                details = {k: v for k, v in error.items() if k not in ("code", "message")}
-                if details:
-                    print(f"  details: {json.dumps(details, default=str)}")
-                print(f"  the file is kept as rejected/{name}, the reason as rejected/{name}.error.json")
-                return 1
+            reason = json.loads(rejected.download_blob().readall()) if rejected.exists() else None
         except Exception as err:  # noqa: BLE001 - storage hiccups: keep looking until the deadline
             logging.getLogger("bankml").debug("waiting for the outcome: %s", type(err).__name__)
+            reason = None
+        # A reason left by an earlier upload under the same name is not this file's outcome.
+        if reason is not None and str(reason.get("etag", "")).strip('"') == etag:
+            error = reason.get("error", reason)
+            print(f"rejected: {error.get('message', error)}")
+            details = {k: v for k, v in error.items() if k not in ("code", "message")}
+            if details:
+                print(f"  details: {json.dumps(details, default=str)}")
+            print(f"  the file is kept as rejected/{name}, the reason as rejected/{name}.error.json")
+            return 1
+        if _has_receipt(home, name, etag):
+            # Processed, yet no version from this upload and no rejection of it: the content was
+            # known. Look once more first: the receipt is written just after the function's work.
+            if seen_receipt:
+                print("processed: the same content is already registered, so no new dataset version and no new run")
+                return 0
+            seen_receipt = True
+            continue
         time.sleep(0.5)
     print(
         f"no outcome within {timeout_s:.0f} s (the same content may have been registered before, under another name): "

@@ -103,7 +103,7 @@ def parse_body(body: bytes) -> list[Envelope]:
     """An Event Grid array (or single object) or CloudEvents 1.0 (object or batch array)."""
     try:
         doc = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: absurdly nested
         raise EventBodyError("body is not JSON") from err
     items = doc if isinstance(doc, list) else [doc]
     return [Envelope.from_json(item) for item in items]

@@ -74,6 +74,14 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def _unauthorized(what: str) -> JSONResponse:
+    # Same shape as the app's own refusals, so a client reads every 4xx the same way.
+    return JSONResponse(
+        {"error": {"code": "unauthorized", "message": f"{what} is required: header {KEY_HEADER} or query parameter code"}},
+        status_code=401,
+    )
+
+
 def _request_key(request: Request) -> str | None:
     return request.headers.get(KEY_HEADER) or request.query_params.get("code")
 
@@ -444,7 +452,7 @@ class FunctionHost:
         else:
             authorized = self.keys.allows_function(key)
         if not authorized:
-            return Response(status_code=401)
+            return _unauthorized("the master key" if route.auth_level == "admin" else "a valid function key")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             return _error(413, "request body too large")
@@ -529,7 +537,7 @@ class FunctionHost:
 
     async def _eventgrid_webhook(self, request: Request) -> Response:
         if not self.keys.allows_system(EVENTGRID_SYSTEM_KEY, _request_key(request)):
-            return Response(status_code=401)
+            return _unauthorized(f"the {EVENTGRID_SYSTEM_KEY} system key")
         name = request.query_params.get("functionName", "")
         spec = self._spec(name)
         if spec is None or spec.trigger_type != EVENT_GRID:
@@ -559,7 +567,7 @@ class FunctionHost:
 
     async def _blob_webhook(self, request: Request) -> Response:
         if not self.keys.allows_system(BLOBS_SYSTEM_KEY, _request_key(request)):
-            return Response(status_code=401)
+            return _unauthorized(f"the {BLOBS_SYSTEM_KEY} system key")
         name = request.query_params.get("functionName", "")
         if name.startswith(BLOB_FUNCTION_PREFIX):
             name = name[len(BLOB_FUNCTION_PREFIX) :]
@@ -583,7 +591,7 @@ class FunctionHost:
     # -- admin --------------------------------------------------------------------------------
     async def _admin_run(self, request: Request) -> Response:
         if not self.keys.is_master(_request_key(request)):
-            return Response(status_code=401)
+            return _unauthorized("the master key")
         spec = self._spec(request.path_params["name"])
         if spec is None:
             return _error(404, "no such function")
@@ -596,7 +604,7 @@ class FunctionHost:
         if raw.strip():
             try:
                 doc = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return _error(400, 'body must be JSON: {"input": "..."}')
             value = str(doc.get("input") or "") if isinstance(doc, dict) else ""
         try:

@@ -111,7 +111,7 @@ def parse_pipeline_body(settings: Settings, body: bytes) -> dict[str, Any]:
     """The published-pipeline request body -> ``{"parameters": {...}, "experiment": name}``."""
     try:
         doc = json.loads(body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RequestError("body is not JSON", field="body") from None
     if not isinstance(doc, dict):
         raise RequestError(

@@ -53,7 +53,8 @@ Contract = Literal["legacy", "v2"]
 Method = Literal["predict", "predict_proba"]
 METHODS: tuple[str, ...] = ("predict", "predict_proba")
 JSON_MEDIA_TYPE = "application/json"
-ENVELOPES = 'expected {"data": [...]} (legacy) or {"Inputs": {"data": [...]}, "GlobalParameters": {"method": ...}} (v2)'
+ENVELOPE_SHAPES = '{"data": [...]} (legacy) or {"Inputs": {"data": [...]}, "GlobalParameters": {"method": ...}} (v2)'
+ENVELOPES = "expected " + ENVELOPE_SHAPES
 
 _LEGACY_KEYS = frozenset({"data", "method"})
 _V2_KEYS = frozenset({"Inputs", "GlobalParameters"})
@@ -154,25 +155,29 @@ def _decode(body: bytes) -> Any:
             line=err.lineno,
             column=err.colno,
         ) from err
+    except RecursionError as err:
+        raise RequestError("body is JSON nested too deeply to be a scoring request", field="body") from err
+    except ValueError as err:  # valid JSON Python will not hold, e.g. an integer of more than 4300 digits
+        raise RequestError(f"body holds a value that cannot be read: {err}", field="body") from err
 
 
 def _unwrap(doc: Any) -> tuple[Any, Contract, Method]:
     if not isinstance(doc, dict):
         raise RequestError(
-            f"body is a JSON {_type_name(doc)}, {ENVELOPES}", field="body", value=_type_name(doc), expected=ENVELOPES
+            f"body is a JSON {_type_name(doc)}, {ENVELOPES}", field="body", value=_type_name(doc), expected=ENVELOPE_SHAPES
         )
     keys = set(doc)
     if "data" in keys:
         extra = sorted(keys - _LEGACY_KEYS)
         if extra:
-            raise RequestError(f"unknown top-level key {extra[0]!r}; {ENVELOPES}", field=extra[0], expected=ENVELOPES)
+            raise RequestError(f"unknown top-level key {extra[0]!r}; {ENVELOPES}", field=extra[0], expected=ENVELOPE_SHAPES)
         method = doc.get("method", "predict")
         _check_method(method, "method")
         return doc["data"], "legacy", method
     if "Inputs" in keys:
         extra = sorted(keys - _V2_KEYS)
         if extra:
-            raise RequestError(f"unknown top-level key {extra[0]!r}; {ENVELOPES}", field=extra[0], expected=ENVELOPES)
+            raise RequestError(f"unknown top-level key {extra[0]!r}; {ENVELOPES}", field=extra[0], expected=ENVELOPE_SHAPES)
         inputs = doc["Inputs"]
         if not isinstance(inputs, dict) or "data" not in inputs:
             raise RequestError(
@@ -203,7 +208,7 @@ def _unwrap(doc: Any) -> tuple[Any, Contract, Method]:
         return inputs["data"], "v2", method
     found = ", ".join(repr(k) for k in sorted(keys)) or "no keys"
     first = sorted(keys)[0] if keys else None
-    raise RequestError(f"unknown request envelope ({found}); {ENVELOPES}", field=first, expected=ENVELOPES)
+    raise RequestError(f"unknown request envelope ({found}); {ENVELOPES}", field=first, expected=ENVELOPE_SHAPES)
 
 
 def _check_method(method: Any, field: str) -> None:

@@ -352,3 +352,18 @@ def test_typed_decoder_and_reference_path_agree(name: str, raw: bytes, monkeypat
     fast = outcome(raw)
     monkeypatch.setattr(scoring, "_FAST", None)
     assert outcome(raw) == fast
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # nested past any parser's depth
+        b"[" * 5000 + b"]" * 5000,
+        b'{"data": [{"age": ' + b"9" * 5000 + b"}]}",  # an integer Python refuses to convert
+    ],
+)
+def test_json_no_parser_can_hold_is_a_400_naming_the_body(body: bytes) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_request(body, "application/json", max_rows=10_000, max_body_bytes=10**7)
+    assert info.value.status == 400
+    assert info.value.details["field"] == "body"
