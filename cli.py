@@ -332,11 +332,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.history:
         # Reads the data dir only: works with the stack stopped too.
-        settings = _settings(args.home)
+        settings = _settings(_existing_home(args.home))
         print(history_text(report_history(settings, LocalWorkspace(settings), limit=args.limit)), end="")
         return 0
     info = _need_stack(args.home)
-    env = dict(os.environ)
+    # The stack's own settings (what its timer uses), then what this shell sets explicitly.
+    env = {**info.get("settings", {}), **os.environ}
     env.update({"BANKML_HOME": str(args.home), "BANKML_FUNCTION_HOST_URL": info["url"]})
     env["AzureWebJobsStorage"] = _connection(args.home, info)
     from devhost.keys import HostKeys

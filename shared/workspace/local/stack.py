@@ -98,6 +98,10 @@ class LocalStack:
             self.host.start()
             self.port = self.host.port if hasattr(self.host, "port") else self.port
             settings = Settings.from_env(os.environ)
+            # Fail at start, naming the setting, rather than on every benchmark tick.
+            from shared.benchrun import build_payload
+
+            build_payload(settings)
             self.workspace = LocalWorkspace(settings)
             # Event subscriptions: every Event Grid function gets the workspace's run events.
             Registry(self.home / "registry.sqlite").set_subscriptions(
@@ -115,6 +119,10 @@ class LocalStack:
                         "port": self.port,
                         "azurite_port": self.azurite.port,
                         "azurite_pid": self.azurite.pid,
+                        # Non-secret settings as this stack runs with them (`bankml bench` uses them).
+                        "settings": {
+                            s.env: os.environ[s.env] for s in SETTINGS.values() if not s.secret and s.env in os.environ
+                        },
                         "started_at": utcnow(),
                     }
                 )
