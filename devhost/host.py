@@ -542,11 +542,7 @@ class FunctionHost:
         spec = self._spec(name)
         if spec is None or spec.trigger_type != EVENT_GRID:
             return _error(404, f"no Event Grid function named {name!r}")
-        if spec.disabled:
-            return _error(404, f"function {spec.name} is disabled")
-        if request.method == "OPTIONS":
-            return self._abuse_protection(request)
-        events = await self._read_events(request)
+        events = await self._webhook_events(request, spec)
         if isinstance(events, Response):
             return events
         cloud = _wants_cloud_event(spec)
@@ -555,6 +551,14 @@ class FunctionHost:
         if failed:
             return _error(500, f"Exception while executing function: Functions.{spec.name}", invocationIds=failed)
         return JSONResponse({"invocations": len(outcomes)})
+
+    async def _webhook_events(self, request: Request, spec: FunctionSpec) -> list[Envelope] | Response:
+        """What both webhooks do once the target function is known: disabled, OPTIONS, the body."""
+        if spec.disabled:
+            return _error(404, f"function {spec.name} is disabled")
+        if request.method == "OPTIONS":
+            return self._abuse_protection(request)
+        return await self._read_events(request)
 
     def _invoke_events(self, spec: FunctionSpec, events: list[Envelope], cloud: bool) -> list[Outcome]:
         """One invocation per event, in order (like the host), all attempted even if one fails."""
@@ -574,11 +578,7 @@ class FunctionHost:
         spec = self._spec(name)
         if spec is None or spec.trigger_type != BLOB or self.blobs is None:
             return _error(404, f"no blob triggered function named {name!r}")
-        if spec.disabled:
-            return _error(404, f"function {spec.name} is disabled")
-        if request.method == "OPTIONS":
-            return self._abuse_protection(request)
-        events = await self._read_events(request)
+        events = await self._webhook_events(request, spec)
         if isinstance(events, Response):
             return events
         results: list[BlobResult] = await self._run(

@@ -169,6 +169,8 @@ def build_swagger(
         )
     labels = list(model_meta.get("labels") or ["no", "yes"])
     method = {"type": "string", "enum": ["predict", "predict_proba"], "default": "predict"}
+    # The rows, the same in both request shapes.
+    records = {"type": "array", "items": {"$ref": "#/definitions/Row"}, "format": "pandas.DataFrame:records"}
     return {
         "swagger": "2.0",
         "info": {"title": title, "description": description, "version": str(version if version is not None else "1.0")},
@@ -267,11 +269,7 @@ def build_swagger(
                         "type": "object",
                         "required": ["data"],
                         "properties": {
-                            "data": {
-                                "type": "array",
-                                "items": {"$ref": "#/definitions/Row"},
-                                "format": "pandas.DataFrame:records",
-                            }
+                            "data": records,
                         },
                     },
                     "GlobalParameters": {"type": "object", "properties": {"method": method}},
@@ -282,11 +280,7 @@ def build_swagger(
                 "type": "object",
                 "required": ["data"],
                 "properties": {
-                    "data": {
-                        "type": "array",
-                        "items": {"$ref": "#/definitions/Row"},
-                        "format": "pandas.DataFrame:records",
-                    },
+                    "data": records,
                     "method": method,
                 },
                 "example": {"data": example_rows},
