@@ -33,8 +33,18 @@ from shared.loadgen import JobError, parse_job, redact_url, scrub
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-ID_FORMAT = "%Y%m%dT%H%M%SZ"
-ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
+# Report ids are UTC start times to the millisecond, e.g. 20261203T190512345Z (earlier reports
+# have whole seconds, 20261203T190512Z, and are still read). Two runs started in the
+# same second no longer share an id.
+ID_RE = re.compile(r"^\d{8}T\d{6}(\d{3})?Z$")
+
+
+def report_id(started: datetime) -> str:
+    """The id (and folder / blob prefix) of a report started at ``started``."""
+    started = _as_utc(started)
+    return started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
+
+
 STATUS_ORDER = {"ok": 0, "failed": 1, "unreachable": 2}
 # Status of a run that found no live deployment: recorded, but it has no targets and no figures.
 NOTHING_TO_MEASURE = "nothing to measure"
@@ -197,7 +207,9 @@ def summarise(result: Mapping[str, Any]) -> dict[str, Any]:
         "connection_errors": connection_errors,
         "error_kinds": dict(result.get("error_kinds") or {}),
         "error_samples": list(result.get("error_samples") or []),
-        "requests_per_s": _rate(requests, duration) if reachable else None,
+        # Like ab's "Requests per second": requests that got an HTTP answer; refused connections
+        # and timeouts are failures, not throughput.
+        "requests_per_s": _rate(ok + non_2xx_total, duration) if reachable else None,
         "successes_per_s": _rate(ok, duration) if reachable else None,
         # ab's two "Time per request" lines: per client, and across all concurrent clients.
         "time_per_request_ms": (
@@ -253,7 +265,7 @@ def _report_head(
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "id": started.strftime(ID_FORMAT),
+        "id": report_id(started),
         "created_at": datetime.now(UTC).isoformat(),
         "started_at": started.isoformat(),
         "status": status,
@@ -600,7 +612,7 @@ def _trend_png(rows: list[dict[str, Any]]) -> bytes | None:
         rps_ax.plot(x, [r["rps"] if r["rps"] is not None else math.nan for r in mine], "o-", color=colour, label=name)
     step = max(1, len(runs) // 8)
     for ax, heading, ylabel in ((lat_ax, "Latency per run", "ms"), (rps_ax, "Throughput per run", "requests/s")):
-        # Run ids are YYYYMMDDTHHMMSSZ; show them as "MM-DD HH:MM".
+        # Run ids are YYYYMMDDTHHMMSS[mmm]Z; show them as "MM-DD HH:MM".
         labels = [f"{r[4:6]}-{r[6:8]} {r[9:11]}:{r[11:13]}" for r in runs[::step]]
         ax.set_xticks(range(0, len(runs), step), labels, fontsize=7)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # from zero, with room for the top point
@@ -782,7 +794,7 @@ def save_report(
     run_id = str(report["id"])
     if not ID_RE.match(run_id):
         # The id becomes a path and a blob name: refuse anything but the timestamp format.
-        raise ValueError(f"report id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ")
+        raise ValueError(f"report id {run_id!r} is not of the form YYYYMMDDTHHMMSSmmmZ")
     report_json = json.dumps(report, indent=1).encode("utf-8")
     files = {"report.json": report_json, "report.html": html_text.encode("utf-8")}
     if png is not None:  # a run with nothing measured has no plot
@@ -823,7 +835,7 @@ def load_history(local_dir: Path | None, limit: int = 20, *, container_client: A
         from azure.core.exceptions import AzureError
 
         names = sorted(
-            (b.name for b in container_client.list_blobs() if re.match(r"^\d{8}T\d{6}Z/report\.json$", b.name)),
+            (b.name for b in container_client.list_blobs() if ID_RE.match(b.name.removesuffix("/report.json")) and b.name.endswith("/report.json")),
             reverse=True,
         )
         for name in names[:limit]:

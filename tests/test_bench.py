@@ -329,7 +329,7 @@ def test_report_fields() -> None:
         {"model_server": _fake_raw([5.0, 6.0, 7.0]), "relay": _fake_raw([9.0, 11.0])},
         started=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat(),
     )
-    assert report["id"] == "20250102T030405Z"
+    assert report["id"] == "20250102T030405000Z"
     assert report["status"] == "ok"
     assert {"created_at", "settings", "model_version", "dataset_version", "deployment", "payload_rows"} <= set(report)
     assert report["settings"]["relay_url"] == "http://127.0.0.1:7071/api/score?code=***"
@@ -352,7 +352,7 @@ def test_html_is_self_contained_and_escaped() -> None:
     assert all(base64.b64decode(img).startswith(b"\x89PNG\r\n\x1a\n") for img in images)
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//|url\(|<script|<link|@import', html_text, re.I)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
-    assert "20250101T000000Z" in html_text and "20250102T030405Z" in html_text  # comparison rows
+    assert "20250101T000000000Z" in html_text and "20250102T030405000Z" in html_text  # comparison rows
     assert "Latency figures of a failed run: latencies include 1 non-2xx answers." in html_text
     assert "Latency p50 (failed run)" in html_text and "Latency p50 (failed run)" not in bench.render_html(older, [])
     assert bench.latency_png(report).startswith(b"\x89PNG")
@@ -493,6 +493,8 @@ def test_failed_run_labels_its_latencies_everywhere() -> None:
     assert s["latency_label"] == (
         "failed run: latencies include 2 non-2xx answers and leave out 3 requests that got no HTTP answer"
     )
+    # Throughput counts answered requests only (as ab does): 4 answers in 1 s, not 7.
+    assert s["requests_per_s"] == 4 and s["successes_per_s"] == 2
     only_dropped = {**_fake_raw([5.0, 6.0]), "requests": 3, "connection_errors": 1}
     assert bench.summarise(only_dropped)["latency_label"] == (
         "failed run: latencies leave out 1 requests that got no HTTP answer"
@@ -538,7 +540,7 @@ def test_nothing_to_measure_record_renders_and_saves_without_a_plot(tmp_path: Pa
     assert sorted(p.name for p in (tmp_path / record["id"]).iterdir()) == ["report.html", "report.json"]
     assert bench.load_latest(tmp_path)["status"] == bench.NOTHING_TO_MEASURE
     assert bench.ab_summary(record) == (
-        "Benchmark 20250103T000000Z  status: nothing to measure\nNothing was measured: no live deployment\n"
+        "Benchmark 20250103T000000000Z  status: nothing to measure\nNothing was measured: no live deployment\n"
     )
 
 
@@ -608,3 +610,18 @@ def test_load_latest_local_then_container(azurite_container: Any, tmp_path: Path
     (tmp_path / "a" / "latest.json").write_text("{half")
     with pytest.raises(bench.BenchError, match="unreadable"):
         bench.load_latest(tmp_path / "a")
+
+
+def test_reports_started_in_the_same_second_get_their_own_ids(tmp_path: Path) -> None:
+    first = _report({"relay": _fake_raw([5.0])}, started=datetime(2026, 12, 3, 19, 5, 12, 1000, tzinfo=UTC).isoformat())
+    second = _report({"relay": _fake_raw([6.0])}, started=datetime(2026, 12, 3, 19, 5, 12, 2000, tzinfo=UTC).isoformat())
+    assert (first["id"], second["id"]) == ("20261203T190512001Z", "20261203T190512002Z")
+    for report in (first, second):
+        bench.save_report(report, "<html></html>", None, local_dir=tmp_path)
+    assert [r["id"] for r in bench.load_history(tmp_path)] == [second["id"], first["id"]]
+    # Reports written before ids had milliseconds are still found, in time order.
+    old = {**first, "id": "20261203T190511Z"}
+    bench.save_report(old, "<html></html>", None, local_dir=tmp_path)
+    assert [r["id"] for r in bench.load_history(tmp_path)][-1] == "20261203T190511Z"
+    with pytest.raises(ValueError, match="YYYYMMDDTHHMMSSmmmZ"):
+        bench.save_report({**first, "id": "../x"}, "", None, local_dir=tmp_path)

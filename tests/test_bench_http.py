@@ -57,6 +57,6 @@ def test_latest_needs_a_function_key_and_answers_json(host: tuple[FunctionHost, 
     found = requests.get(url, params={"code": key}, timeout=10)
     assert found.status_code == 200 and found.headers.get("cache-control") == "no-store"
     body = found.json()
-    assert body["id"] == "20250102T030405Z" and body["status"] == "nothing to measure" and body["stale"] is False
+    assert body["id"] == "20250102T030405000Z" and body["status"] == "nothing to measure" and body["stale"] is False
     assert json.loads((home / "reports" / "latest.json").read_text())["id"] == body["id"]
     assert requests.post(url, headers={"x-functions-key": key}, timeout=10).status_code in (404, 405)

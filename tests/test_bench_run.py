@@ -185,8 +185,8 @@ def _history(home: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
 
 
 def _next_second(after_id: str) -> None:
-    # Report ids have one-second resolution: the next run must not reuse the previous id.
-    while datetime.now(UTC).strftime(bench.ID_FORMAT) <= after_id:
+    # Report ids have millisecond resolution: the next run must start after the previous id.
+    while bench.report_id(datetime.now(UTC)) <= after_id:
         time.sleep(0.05)
 
 
