@@ -40,8 +40,12 @@ def score(req: func.HttpRequest) -> func.HttpResponse:
     settings, workspace = current()
     relay = _relay(settings, workspace)
     # A body declared too large is refused from its Content-Length, before it is read or parsed.
+    # A gzip body (Content-Encoding: gzip) is inflated by the relay, within the same body limit.
     answer = relay.check_length(req.headers.get("content-length")) or relay.score(
-        req.get_body(), req.headers.get("content-type"), client_request_id=req.headers.get("x-ms-client-request-id")
+        req.get_body(),
+        req.headers.get("content-type"),
+        client_request_id=req.headers.get("x-ms-client-request-id"),
+        content_encoding=req.headers.get("content-encoding"),
     )
     return func.HttpResponse(answer.raw, status_code=answer.status, headers=answer.headers, mimetype=JSON)
 

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -72,7 +73,7 @@ class ScoringRequest:
     contract: Contract
     method: Method
     # The values column by column, in contract order (FEATURE_NAMES): what the encoders read.
-    columns: list[tuple[Any, ...]] = field(repr=False, compare=False)
+    columns: Sequence[Sequence[Any]] = field(repr=False, compare=False)
     # The rows as decoded, when they were decoded as dicts (small bodies); else built on demand.
     sent: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
@@ -332,8 +333,8 @@ def _valid_columns(data: list[Any]) -> list[tuple[Any, ...]] | None:
     return columns
 
 
-def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_body_bytes: int) -> ScoringRequest:
-    """Parse and validate a scoring request; raises shared.errors.RequestError (or a subclass)."""
+def check_body_size(body: bytes, max_body_bytes: int) -> None:
+    """The body-size part of ``parse_request`` (413)."""
     if len(body) > max_body_bytes:
         raise PayloadTooLarge(
             f"body is {len(body)} bytes, the limit is {max_body_bytes}",
@@ -341,6 +342,16 @@ def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_b
             value=len(body),
             expected=f"at most {max_body_bytes} bytes",
         )
+
+
+def check_media_type(content_type: str | None) -> None:
+    """The content-type part of ``parse_request`` (415)."""
+    _check_media_type(content_type)
+
+
+def parse_request(body: bytes, content_type: str | None, *, max_rows: int, max_body_bytes: int) -> ScoringRequest:
+    """Parse and validate a scoring request; raises shared.errors.RequestError (or a subclass)."""
+    check_body_size(body, max_body_bytes)
     _check_media_type(content_type)
     if len(body) >= TYPED_DECODE_BYTES and _FAST is not None:
         fast = _FAST.parse(body, max_rows)
@@ -382,64 +393,82 @@ TYPED_DECODE_BYTES = 64 * 1024
 
 
 class _TypedDecoder:
+    """msgspec decoders of both envelopes into typed rows, and the rows' values column by column.
+
+    Two attempts: integer columns typed ``int`` (the usual request: no per-value check is left but
+    one range check per column), then ``int | float`` (integral floats such as ``3.0``, checked
+    value by value). Columns are read with one ``attrgetter`` pass each (no 20-tuple per row).
+    """
+
     def __init__(self) -> None:
         import msgspec
 
-        def kind(name: str) -> Any:
-            return {"string": str, "integer": int | float, "number": float}[name]
+        def decoders(strict: bool) -> list[tuple[Any, Contract]]:
+            def kind(name: str) -> Any:
+                return {"string": str, "integer": int if strict else int | float, "number": float}[name]
 
-        row = msgspec.defstruct(
-            "Row",
-            [(f"c{i}", kind(c.kind), msgspec.field(name=c.name)) for i, c in enumerate(FEATURES)],
-            forbid_unknown_fields=True,
-            gc=False,
-        )
-        method = Literal["predict", "predict_proba"]
-        legacy = msgspec.defstruct(
-            "Legacy", [("data", list[row]), ("method", method, "predict")], forbid_unknown_fields=True
-        )
-        inputs = msgspec.defstruct("Inputs", [("data", list[row])], forbid_unknown_fields=True)
-        params = msgspec.defstruct("GlobalParameters", [("method", method, "predict")], forbid_unknown_fields=True)
-        v2 = msgspec.defstruct(
-            "V2",
-            [("Inputs", inputs), ("GlobalParameters", params, msgspec.field(default_factory=params))],
-            forbid_unknown_fields=True,
-        )
-        self._decoders: list[tuple[Any, Contract]] = [
-            (msgspec.json.Decoder(legacy), "legacy"),
-            (msgspec.json.Decoder(v2), "v2"),
-        ]
+            suffix = "Strict" if strict else ""
+            row = msgspec.defstruct(
+                f"Row{suffix}",
+                [(f"c{i}", kind(c.kind), msgspec.field(name=c.name)) for i, c in enumerate(FEATURES)],
+                forbid_unknown_fields=True,
+                gc=False,
+            )
+            method = Literal["predict", "predict_proba"]
+            legacy = msgspec.defstruct(
+                f"Legacy{suffix}", [("data", list[row]), ("method", method, "predict")], forbid_unknown_fields=True
+            )
+            inputs = msgspec.defstruct(f"Inputs{suffix}", [("data", list[row])], forbid_unknown_fields=True)
+            params = msgspec.defstruct(
+                f"GlobalParameters{suffix}", [("method", method, "predict")], forbid_unknown_fields=True
+            )
+            v2 = msgspec.defstruct(
+                f"V2{suffix}",
+                [("Inputs", inputs), ("GlobalParameters", params, msgspec.field(default_factory=params))],
+                forbid_unknown_fields=True,
+            )
+            return [(msgspec.json.Decoder(legacy), "legacy"), (msgspec.json.Decoder(v2), "v2")]
+
+        self._attempts = [(decoders(True), True), (decoders(False), False)]
         self._errors = (msgspec.DecodeError,)
-        self._values = operator.attrgetter(*(f"c{i}" for i in range(len(FEATURES))))
+        self._getters = [operator.attrgetter(f"c{i}") for i in range(len(FEATURES))]
         self._integer = [i for i, c in enumerate(FEATURES) if c.kind == "integer"]
 
     def parse(self, body: bytes, max_rows: int) -> ScoringRequest | None:
         """The request when it is valid and within ``max_rows``, else None (use the reference path)."""
-        for decoder, contract in self._decoders:
-            try:
-                doc = decoder.decode(body)
-            except self._errors:
-                continue
-            if contract == "legacy":
-                rows, method = doc.data, doc.method
-            else:
-                rows, method = doc.Inputs.data, doc.GlobalParameters.method
-            if not rows or len(rows) > max_rows:
-                return None
-            columns = list(zip(*map(self._values, rows), strict=True))
-            try:
-                for i in self._integer:
-                    values = columns[i]
-                    if not all(map(math.isfinite, values)):  # an int too large for a float64
-                        return None
-                    if float in set(map(type, values)) and not all(
-                        v.is_integer() for v in values if type(v) is float
-                    ):
-                        return None
-            except OverflowError:
-                return None
-            return ScoringRequest(contract=contract, method=method, columns=columns)
+        for decoders, strict in self._attempts:
+            for decoder, contract in decoders:
+                try:
+                    doc = decoder.decode(body)
+                except self._errors:
+                    continue
+                return self._request(doc, contract, strict, max_rows)
         return None
+
+    def _request(self, doc: Any, contract: Contract, strict: bool, max_rows: int) -> ScoringRequest | None:
+        if contract == "legacy":
+            rows, method = doc.data, doc.method
+        else:
+            rows, method = doc.Inputs.data, doc.GlobalParameters.method
+        if not rows or len(rows) > max_rows:
+            return None
+        columns = [list(map(get, rows)) for get in self._getters]
+        try:
+            for i in self._integer:
+                values = columns[i]
+                if strict:
+                    # Python ints of any size: the extremes must be float64 numbers, as math.isfinite
+                    # requires on the reference path (OverflowError beyond).
+                    float(max(values))
+                    float(min(values))
+                    continue
+                if not all(map(math.isfinite, values)):  # an int too large for a float64
+                    return None
+                if float in set(map(type, values)) and not all(v.is_integer() for v in values if type(v) is float):
+                    return None
+        except OverflowError:
+            return None
+        return ScoringRequest(contract=contract, method=method, columns=columns)
 
 
 try:

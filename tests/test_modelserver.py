@@ -332,3 +332,11 @@ def test_an_integer_no_float_can_hold_is_a_400(server: Server) -> None:
         timeout=10,
     )
     assert r.status_code == 400 and (r.json()["error"]["field"], r.json()["error"]["row"]) == ("duration", 0)
+
+
+def test_answers_name_the_rows_they_scored(server: Server) -> None:
+    """x-bankml-rows: what the relay takes for its own validation of a large body (shared.relay)."""
+    ok = server.score({"data": generated_rows(300, seed=4)})
+    assert ok.status_code == 200 and ok.headers["x-bankml-rows"] == "300"
+    bad = server.score({"data": [dict(CUSTOMERS[0], age="old")]})
+    assert bad.status_code == 400 and "x-bankml-rows" not in bad.headers

@@ -392,6 +392,16 @@ def test_payload_cases_through_the_relay(stack: Stack, name: str) -> None:
         assert r.headers["x-bankml-unseen-categories"] == "job"
 
 
+def test_a_gzip_body_through_the_function_host(stack: Stack) -> None:
+    import gzip
+
+    plain = json.dumps({"data": customers()}).encode()
+    r = stack.score(gzip.compress(plain), headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 200 and r.json() == stack.score(plain).json()
+    bad = stack.score(b"\x1f\x8b not really", headers={"Content-Encoding": "gzip"})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "Content-Encoding"
+
+
 def test_not_json_with_a_wrong_content_type_is_415(stack: Stack) -> None:
     r = stack.score((CASES / "not_json.txt").read_bytes() if CASES.is_dir() else b"age=41", content_type="text/plain")
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"

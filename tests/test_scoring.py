@@ -327,6 +327,16 @@ def variants() -> list[tuple[str, bytes]]:
         data[321][column] = value
         out.append((f"{column}={value!r}", body({"data": data})))
     data = rows(400)
+    for row in data:
+        row["campaign"] = float(row["campaign"])  # integral floats everywhere: the int | float decoder
+    out.append(("integral floats", body({"data": data})))
+    data = rows(400)
+    data[7]["age"] = 10**30  # an int past int64 but a finite float64
+    out.append(("int past int64", body({"data": data})))
+    data = rows(400)
+    data[8]["pdays"] = -(10**400)  # no float64 holds it, at the low end
+    out.append(("int below any float", body({"data": data})))
+    data = rows(400)
     del data[5]["age"]
     out.append(("missing column", body({"data": data})))
     data = rows(400)

@@ -4,6 +4,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -245,3 +246,44 @@ def test_load_model_serves_natively_without_the_onnx_file(trained_model: Trained
     assert model.serving == "native"
     labels, _ = model.predict([dict(c) for c in TUTORIAL_CUSTOMERS])
     assert labels == load_model(trained_model.model_dir, prefer="native").predict([dict(c) for c in TUTORIAL_CUSTOMERS])[0]
+
+
+def test_a_large_batch_through_onnx_blocks_equals_one_call(trained_model: TrainedModel) -> None:
+    from shared.workspace.local import training
+
+    onnx = load_model(trained_model.model_dir, prefer="onnx")
+    frame = generate_frame(2 * training.PARALLEL_BLOCK_ROWS + 333, seed=11)
+    X = onnx.spec.encode_frame(frame)
+    assert X.shape[0] >= training.PARALLEL_MIN_ROWS
+    whole = training._onnx_proba(onnx.session, X)
+    blocks = training._onnx_proba_parallel(onnx.session, X)
+    assert blocks.dtype == whole.dtype and blocks.shape == whole.shape
+    assert (blocks == whole).all()  # rows are scored on their own: the same numbers, in the same order
+    assert (onnx.predict_matrix(X) == whole).all()
+
+
+def test_the_margin_form_of_the_graph_predicts_what_the_converter_graph_predicts(
+    trained_model: TrainedModel, tmp_path: Path
+) -> None:
+    import onnx
+
+    from shared.workspace.local import training
+
+    native = load_model(trained_model.model_dir, prefer="native")
+    n = len(native.spec.columns)
+    raw = training._to_onnx(native.estimator, n, margin=False)  # as the converters write it
+    fast = training._margin_graph(raw)
+    assert fast is not None and training._margin_graph(fast) is None  # not rewritten twice
+    assert [o.name for o in onnx.load_from_string(fast).graph.output] == ["probabilities"]
+    X = native.spec.encode_frame(generate_frame(500, seed=9))
+    for rows in (X, training._probe(n)):
+        a = training._onnx_proba(training._onnx_session(raw), rows)
+        b = training._onnx_proba(training._onnx_session(fast), rows)
+        assert float(np.max(np.abs(a - b))) < 1e-6
+    # A model.onnx written before the margin form existed serves in the margin form.
+    copy = tmp_path / "model"
+    shutil.copytree(trained_model.model_dir, copy)
+    (copy / "model.onnx").write_bytes(raw)
+    old = load_model(copy, prefer="onnx")
+    assert [o.name for o in old.session.get_outputs()] == ["probabilities"]
+    assert float(np.max(np.abs(old.predict_matrix(X) - native.predict_matrix(X)))) < 1e-4

@@ -32,8 +32,10 @@ import csv
 import json
 import logging
 import math
+import os
 import platform
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -395,7 +397,104 @@ def _voting(members: list[tuple[str, Any]], weights: list[float]) -> Any:
     return vote
 
 
+_TREE_NODE_ATTRIBUTES = (
+    "nodes_falsenodeids", "nodes_featureids", "nodes_missing_value_tracks_true", "nodes_modes", "nodes_nodeids",
+    "nodes_treeids", "nodes_truenodeids", "nodes_values", "base_values",
+)
+
+
+def _margin_graph(data: bytes) -> bytes | None:
+    """The converters' graph of a binary LightGBM/XGBoost model or a soft vote of them, rewritten so
+    that each member is a ``TreeEnsembleRegressor`` of its raw score followed by ``Sigmoid``, or None
+    when the graph is not of that shape (then the graph serves as converted).
+
+    Same trees, same thresholds, same leaf values, same weights: a binary ``TreeEnsembleClassifier``
+    with one class id and a LOGISTIC post-transform gives p(yes) = sigmoid(sum of the leaves), and
+    so does this. onnxruntime scores a one-target regressor block by block (rows within a tree)
+    instead of all trees per row of a two-class classifier: 10,000 rows through the loop's ensemble
+    (992 trees) took 128 ms of CPU instead of 158 ms, same probabilities to 1.2e-7. Output:
+    ``probabilities`` ([p_no, p_yes] per row), as before; the ``label`` output is dropped (the
+    threshold is applied in Python).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    trees = [n for n in graph.node if n.op_type == "TreeEnsembleClassifier"]
+    if not trees or [o.name for o in graph.output] != ["label", "probabilities"] or len(graph.input) != 1:
+        return None
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    nodes: list[Any] = []
+    weighted: list[str] = []
+    weights: list[float] = []
+    for k, tree in enumerate(trees):
+        attrs = {a.name: helper.get_attribute_value(a) for a in tree.attribute}
+        if (
+            list(attrs.get("classlabels_int64s", [])) != [0, 1]
+            or set(attrs.get("class_ids", [])) != {0}
+            or attrs.get("post_transform") != b"LOGISTIC"
+            or set(attrs) - {*_TREE_NODE_ATTRIBUTES, "nodes_hitrates", "classlabels_int64s", "class_ids",
+                             "class_nodeids", "class_treeids", "class_weights", "post_transform"}
+        ):
+            return None
+        proba = tree.output[1]
+        users = consumers.get(proba, [])
+        if len(trees) == 1 and not users and proba == "probabilities":
+            weight = 1.0
+        elif len(users) == 1 and users[0].op_type == "Mul" and len(users[0].input) == 2:
+            other = [x for x in users[0].input if x != proba]
+            w = consts.get(other[0]) if len(other) == 1 else None
+            if w is None or w.size != 1:
+                return None
+            weight = float(w.reshape(-1)[0])
+            summed = consumers.get(users[0].output[0], [])
+            if len(summed) != 1 or summed[0].op_type != "Sum" or summed[0].output[0] != "probabilities":
+                return None
+        else:
+            return None
+        weights.append(weight)
+        kw = {name: attrs[name] for name in _TREE_NODE_ATTRIBUTES if name in attrs}
+        kw["nodes_modes"] = [m.decode() for m in kw["nodes_modes"]]
+        kw.update(
+            target_ids=[0] * len(attrs["class_ids"]), target_nodeids=list(attrs["class_nodeids"]),
+            target_treeids=list(attrs["class_treeids"]), target_weights=list(attrs["class_weights"]),
+            n_targets=1, post_transform="NONE", aggregate_function="SUM",
+        )
+        nodes.append(helper.make_node("TreeEnsembleRegressor", [graph.input[0].name], [f"margin{k}"], domain="ai.onnx.ml", **kw))
+        nodes.append(helper.make_node("Sigmoid", [f"margin{k}"], [f"p{k}"]))
+        nodes.append(helper.make_node("Mul", [f"p{k}", f"w{k}"], [f"wp{k}"]))
+        weighted.append(f"wp{k}")
+    if len(trees) > 1:
+        # The vote: one Sum of exactly the weighted members, and nothing else in the graph that
+        # the rewritten form would leave out besides the label's nodes.
+        total = next(n for n in graph.node if n.op_type == "Sum" and n.output[0] == "probabilities")
+        mul_outputs = {consumers[t.output[1]][0].output[0] for t in trees}
+        if set(total.input) != mul_outputs or len(total.input) != len(trees):
+            return None
+    nodes.append(helper.make_node("Sum", weighted, ["p_yes"]))
+    nodes.append(helper.make_node("Sub", ["one", "p_yes"], ["p_no"]))
+    nodes.append(helper.make_node("Concat", ["p_no", "p_yes"], ["probabilities"], axis=1))
+    init = [helper.make_tensor(f"w{k}", TensorProto.FLOAT, [], [w]) for k, w in enumerate(weights)]
+    init.append(helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]))
+    out = helper.make_graph(
+        nodes, "bankml_margins", [graph.input[0]],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])], initializer=init,
+    )
+    rewritten = helper.make_model(
+        out, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+        producer_name="bankml", ir_version=model.ir_version,
+    )
+    onnx.checker.check_model(rewritten)
+    return bytes(rewritten.SerializeToString())
+
+
 def _onnx_session(data: bytes) -> Any:
+    """A session of the graph as trained (training compares it with the native model)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -405,12 +504,83 @@ def _onnx_session(data: bytes) -> Any:
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
+def _probe(n_features: int, rows: int = 256) -> np.ndarray:
+    """Rows to compare two graphs of one model on: small codes, numbers of every size, missing values."""
+    rng = np.random.default_rng(0)
+    X = np.where(rng.random((rows, n_features)) < 0.5, rng.integers(0, 12, (rows, n_features)),
+                 rng.normal(0, 1, (rows, n_features)) * 10.0 ** rng.integers(-1, 4, (rows, n_features)))
+    X[rng.random((rows, n_features)) < 0.05] = np.nan
+    return X.astype(np.float64)
+
+
+def _serving_session(data: bytes, n_features: int) -> Any:
+    """The session that serves a model.onnx: its margin form (see _margin_graph) when the file is a
+    converter graph written before that form existed and both forms agree on probe rows, else the
+    graph as written."""
+    session = _onnx_session(data)
+    try:
+        fast = _margin_graph(data)
+        if fast is None:
+            return session
+        candidate = _onnx_session(fast)
+        X = _probe(n_features)
+        diff = float(np.max(np.abs(_onnx_proba(candidate, X) - _onnx_proba(session, X))))
+    except Exception as err:  # noqa: BLE001 - the graph as written serves
+        logger.warning("could not use the margin form of model.onnx: %s", type(err).__name__)
+        return session
+    if not diff <= ONNX_TOLERANCE:
+        logger.warning("the margin form of model.onnx differs by up to %.2g; serving the graph as written", diff)
+        return session
+    return candidate
+
+
 def _onnx_proba(session: Any, X: np.ndarray) -> np.ndarray:
     out = session.run(["probabilities"], {"input": np.ascontiguousarray(X, dtype=np.float32)})[0]
     return np.asarray(out[:, 1], dtype=np.float64)
 
 
-def _to_onnx(estimator: Any, n_features: int) -> bytes:
+# Large batches through the ONNX graph: the rows are cut into blocks that run in a small thread pool
+# (onnxruntime releases the GIL in ``run``; every row is scored on its own, so the answer is the same
+# as one call). The session itself keeps one intra-op thread: its own pool spins and was 1.8x slower
+# than one thread when the other core was busy (10,000 rows: 274 ms against 149 ms at load 1.3),
+# while blocks handed to whichever thread is free cost nothing extra then and use the second core
+# when it is free. Blocks of this many rows at most, an even number of them.
+PARALLEL_MIN_ROWS = 2048
+PARALLEL_BLOCK_ROWS = 2048
+_onnx_pool: Any = None
+_onnx_pool_lock = threading.Lock()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _onnx_blocks_pool() -> Any:
+    global _onnx_pool
+    with _onnx_pool_lock:
+        if _onnx_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _onnx_pool = ThreadPoolExecutor(max_workers=min(_cores(), 4), thread_name_prefix="onnx-block")
+        return _onnx_pool
+
+
+def _onnx_proba_parallel(session: Any, X: np.ndarray) -> np.ndarray:
+    """``_onnx_proba`` of a large batch, block by block on the cores there are."""
+    cores = _cores()
+    if cores < 2 or X.shape[0] < PARALLEL_MIN_ROWS:
+        return _onnx_proba(session, X)
+    X32 = np.ascontiguousarray(X, dtype=np.float32)
+    pairs = -(-X32.shape[0] // (2 * PARALLEL_BLOCK_ROWS))
+    blocks = np.array_split(X32, 2 * pairs)
+    parts = list(_onnx_blocks_pool().map(lambda b: session.run(["probabilities"], {"input": b})[0][:, 1], blocks))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _to_onnx(estimator: Any, n_features: int, *, margin: bool = True) -> bytes:
     """The model (LightGBM, XGBoost or a soft vote of them) as one ONNX graph: input ``input``
     (float32, n x features), outputs ``label`` and ``probabilities``."""
     from lightgbm import LGBMClassifier
@@ -438,7 +608,10 @@ def _to_onnx(estimator: Any, n_features: int) -> bytes:
         options={id(estimator): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
-    return bytes(onx.SerializeToString())
+    data = bytes(onx.SerializeToString())
+    # The margin form when the graph is of the known shape; _portable then checks it against the
+    # native model like any graph.
+    return (_margin_graph(data) if margin else None) or data
 
 
 def _latency_us(predict: Callable[[np.ndarray], Any], X: np.ndarray, budget_s: float = 0.3) -> float:
@@ -979,7 +1152,7 @@ class LoadedModel:
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
         """p(yes) for an encoded matrix."""
         if self.session is not None:
-            return _onnx_proba(self.session, X)
+            return _onnx_proba_parallel(self.session, X)
         return _positive_proba(self.estimator, X)
 
     def predict(self, records: list[dict[str, Any]]) -> tuple[list[str], list[list[float]]]:
@@ -1017,7 +1190,7 @@ def load_model(model_dir: Path | str, *, prefer: str | None = None) -> LoadedMod
     onnx_path = model_dir / str(meta.get("onnx") or ONNX_FILE)
     if want == "onnx" and onnx_path.is_file():
         try:
-            session = _onnx_session(onnx_path.read_bytes())
+            session = _serving_session(onnx_path.read_bytes(), len(meta["features"]["columns"]))
         except Exception as err:  # noqa: BLE001 - the native model is there to serve
             logger.warning("could not load %s, the native model serves: %s", onnx_path, type(err).__name__)
     labels = tuple(meta.get("labels") or LABEL_VALUES)
