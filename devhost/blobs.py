@@ -27,7 +27,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from devhost.catalog import FunctionSpec, HostError
 from devhost.events import BLOB_CREATED, Envelope, blob_ref_from_event
@@ -39,6 +39,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
 SOURCE_EVENT_GRID = "eventgrid"
 _TOKEN = re.compile(r"\{([^{}]+)\}")
+# The scanner polls again every few seconds anyway: while storage is down, a scan fails fast
+# instead of sleeping in the SDK's default back-off (15 s, 18 s, 24 s), so the blobs waiting in
+# the container are picked up within a poll or two of storage coming back.
+SCAN_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=1, random_jitter_range=1),
+    "connection_timeout": 5,
+    "read_timeout": 30,
+}
 
 
 class BlobResult(enum.Enum):
@@ -146,7 +154,7 @@ class BlobTriggers:
             container, prefix, pattern = parse_blob_path(str(spec.trigger.get("path", "")), where=where)
             conn = connection_string(spec.trigger.get("connection"), environ, where=where)
             if conn not in clients:
-                clients[conn] = BlobServiceClient.from_connection_string(conn)
+                clients[conn] = BlobServiceClient.from_connection_string(conn, **SCAN_CLIENT_OPTIONS)
             source = str(spec.trigger.get("source") or "").lower()
             self.targets[spec.name] = BlobTarget(
                 spec=spec,

@@ -147,6 +147,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BANKML_BENCH_PAYLOAD_FILE: ''
     BANKML_BENCH_PAYLOAD_ROWS: '0'
     BANKML_RELAY_KEY: relayKey
+    // local backend only (its model-server supervisor); the azure backend does not use them
+    BANKML_LIVENESS_INTERVAL_S: '1'
+    BANKML_LIVENESS_TIMEOUT_S: '2'
+    BANKML_LIVENESS_FAILURES: '3'
+    BANKML_WARM_STANDBY: '1'
     // the azure backend
     AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
     AZURE_RESOURCE_GROUP: resourceGroup().name

@@ -47,6 +47,27 @@ SETTINGS: dict[str, Setting] = {
         "BANKML_DEPLOY_MARGIN", "0.0", "a new model must beat the live one by more than this on the metric"
     ),
     "relay_timeout_s": Setting("BANKML_RELAY_TIMEOUT_S", "30", "relay -> model server timeout, seconds"),
+    "liveness_interval_s": Setting(
+        "BANKML_LIVENESS_INTERVAL_S",
+        "1",
+        "local backend: seconds between two health checks of the live model server by the supervisor of `bankml up`",
+    ),
+    "liveness_timeout_s": Setting(
+        "BANKML_LIVENESS_TIMEOUT_S",
+        "2",
+        "local backend: a health check (GET / of the live model server) not answered 200 within this many seconds fails",
+    ),
+    "liveness_failures": Setting(
+        "BANKML_LIVENESS_FAILURES",
+        "3",
+        "local backend: the live model server is killed and restarted after this many failed health checks in a row",
+    ),
+    "warm_standby": Setting(
+        "BANKML_WARM_STANDBY",
+        "1",
+        "local backend: 1 keeps a warm standby server of the live model (a second process, its own port) that takes "
+        "over at once when the live server dies or hangs; 0: the server is restarted instead (seconds)",
+    ),
     "max_rows": Setting("BANKML_MAX_ROWS", "10000", "most rows accepted in one scoring request"),
     "max_body_mb": Setting("BANKML_MAX_BODY_MB", "16", "largest scoring request body, MiB"),
     "benchmark_schedule": Setting(
@@ -150,6 +171,27 @@ def _azure_settings(raw: Any) -> dict[str, Any]:
     return {**{n: raw(n) for n in names}, "azure_trigger": trigger, "azure_instance_count": count}
 
 
+def _liveness_settings(raw: Any) -> dict[str, Any]:
+    """The supervisor's health checks of the live model server (local backend)."""
+    interval = _as_float("BANKML_LIVENESS_INTERVAL_S", raw("liveness_interval_s"))
+    timeout = _as_float("BANKML_LIVENESS_TIMEOUT_S", raw("liveness_timeout_s"))
+    failures = _as_int("BANKML_LIVENESS_FAILURES", raw("liveness_failures"))
+    for key, value in (("BANKML_LIVENESS_INTERVAL_S", interval), ("BANKML_LIVENESS_TIMEOUT_S", timeout)):
+        if not 0 < value <= 3600:
+            raise ConfigError(f"setting {key} must be above 0 and at most 3600 seconds, got {value:g}", setting=key)
+    if failures < 1:
+        raise ConfigError(f"setting BANKML_LIVENESS_FAILURES must be at least 1, got {failures}", setting="BANKML_LIVENESS_FAILURES")
+    standby = raw("warm_standby").lower()
+    if standby not in ("0", "1", "true", "false"):
+        raise ConfigError(f"setting BANKML_WARM_STANDBY must be 1 or 0, got {standby!r}", setting="BANKML_WARM_STANDBY")
+    return {
+        "liveness_interval_s": interval,
+        "liveness_timeout_s": timeout,
+        "liveness_failures": failures,
+        "warm_standby": standby in ("1", "true"),
+    }
+
+
 def _schedule(key: str, raw: str) -> str:
     """An NCRONTAB expression (six fields, seconds first; five-field cron is accepted too), or ""."""
     if not raw:
@@ -211,6 +253,10 @@ class Settings:
     azure_instance_count: int = 1
     azure_scoring_script: str = "scoring_file_v_1_0_0.py"
     azure_state_container: str = "bankml-state"
+    liveness_interval_s: float = 1.0
+    liveness_timeout_s: float = 2.0
+    liveness_failures: int = 3
+    warm_standby: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -257,6 +303,7 @@ class Settings:
             relay_key=raw("relay_key"),
             appinsights_connection=raw("appinsights_connection"),
             retrain_schedule=_schedule("BANKML_RETRAIN_SCHEDULE", raw("retrain_schedule")),
+            **_liveness_settings(raw),
             **_azure_settings(raw),
         )
 

@@ -28,7 +28,8 @@ Decisions:
    rejected again with the same result (its ``rejected/`` copy and reason are overwritten).
 3. *Crash between "registered" and "pipeline submitted".* The run is looked up or created per
    dataset version, so the retry after such a crash (or any later delivery of the same content)
-   submits the missing run, once.
+   submits the missing run, once. If the blob is gone by then, the local stack's start-up sweep
+   (``LocalWorkspace.submit_missing_runs``) submits the run of any version that has none.
 4. *Blob names.* Spaces, unicode and percent signs are just characters of the name (the host
    passes the decoded name; every storage call quotes it). A name that tries to leave its
    container (``..`` or ``.`` segments with ``/`` or ``\\``, a leading ``/`` or ``\\``, a
@@ -36,11 +37,17 @@ Decisions:
    (an HTTP client would resolve ``incoming/../reports/x`` to another container): the reason
    goes to ``rejected/unsafe-name-<sha256 of the name>.error.json`` and the body, when it was
    handed over within the size limit, beside it. The blob itself is not touched.
-5. *Size.* The blob's length (from its properties) is checked before its body is read; a file
+5. *Rejected names.* A rejected file ``x`` writes ``rejected/x`` and ``rejected/x.error.json``,
+   so a rejected file whose own name ends in ``.error.json`` is kept as
+   ``rejected/reserved-name-<sha256 of the name>`` (reason beside it, naming the original): the two
+   never overwrite each other. A version replaced by a newer upload while it was being rejected
+   is not moved, and what its rejection wrote to rejected/ is withdrawn (the newer version has
+   its own trigger and its own outcome).
+6. *Size.* The blob's length (from its properties) is checked before its body is read; a file
    over ``BANKML_MAX_UPLOAD_MB`` is moved to ``rejected/`` by a server-side copy, so its body is
    never read by the app. Accepted files are validated in blocks (shared/ingest.py) so memory
    stays flat: 1,000,000 rows peak well under 1 GB (benchmarks/ingest.py).
-6. *Label column.* Named by ``BANKML_LABEL_COLUMN`` (default ``y``), renamed to ``y`` on
+7. *Label column.* Named by ``BANKML_LABEL_COLUMN`` (default ``y``), renamed to ``y`` on
    registration.
 """
 
@@ -74,6 +81,7 @@ _SETTLE_POLL_S = 0.25
 _COPY_POLL_S = 0.2
 _COPY_TIMEOUT_S = 600.0
 _DRIVE = re.compile(r"^[A-Za-z]:")
+ERROR_SUFFIX = ".error.json"
 
 
 @dataclass
@@ -98,6 +106,16 @@ def unsafe_name_reason(name: str) -> str | None:
     if any(part in (".", "..") for part in re.split(r"[/\\]", name)):
         return "the blob name has a '.' or '..' path segment that leaves its container"
     return None
+
+
+def rejected_name(name: str) -> str:
+    """The name of a rejected file in rejected/: its own name, except that a name ending in
+    ``.error.json`` would collide with the reason of the file named without that suffix (a
+    rejected ``x`` writes ``x.error.json``), so such a file is kept as
+    ``reserved-name-<sha256 of the name>`` and its reason, which names the original, beside it."""
+    if not name.endswith(ERROR_SUFFIX):
+        return name
+    return f"reserved-name-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def _etag(value: Any) -> str:
@@ -135,7 +153,8 @@ def ingest_blob(
         parsed = parse_csv(body, label=settings.label_column, max_bytes=settings.max_upload_bytes, size=len(body))
     except DataError as err:
         log.warning("rejected incoming/%s: %s", name, err.message)
-        reject(settings, name, body, err, etag)
+        if not reject(settings, name, body, err, etag):
+            return IngestOutcome("ignored", name, {"message": "superseded while it was being rejected"})
         return IngestOutcome("rejected", name, err.to_dict())
     del body
     dataset = workspace.register_dataset(parsed, source_blob=f"{settings.incoming_container}/{name}", etag=etag)
@@ -165,24 +184,48 @@ def _record(settings: Settings, name: str, etag: str, err: DataError, **extra: A
     }
 
 
-def _delete_from_incoming(incoming: ContainerClient, name: str, etag: str) -> None:
-    # Moved, not copied: incoming/ holds only files that were accepted or are still to come.
-    # Only this version: a newer upload under the same name stays for its own trigger.
+def _delete_from_incoming(incoming: ContainerClient, name: str, etag: str) -> bool:
+    """Delete this version of ``incoming/<name>``; False when a newer upload replaced it meanwhile.
+
+    Moved, not copied: incoming/ holds only files that were accepted or are still to come. Only
+    this version: a newer upload under the same name stays for its own trigger."""
     try:
         incoming.delete_blob(name, etag=_quoted(etag), match_condition=MatchConditions.IfNotModified)
     except ResourceModifiedError:
         log.info("kept incoming/%s: it changed since this version (%s) was read", name, etag)
+        return False
     except ResourceNotFoundError:
         log.info("incoming/%s is already gone", name)
+    return True
 
 
-def reject(settings: Settings, name: str, data: bytes, err: DataError, etag: str) -> None:
-    """Move ``incoming/<name>`` (this version) to ``rejected/<name>`` with the reason beside it."""
+def _withdraw(rejected: ContainerClient, written: dict[str, Any]) -> None:
+    """Remove what a rejection wrote to rejected/, each blob only if it still is what was written
+    (a rejection of a newer version under the same name may have replaced it meanwhile)."""
+    for blob_name, blob_etag in written.items():
+        try:
+            rejected.delete_blob(blob_name, etag=blob_etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            pass
+
+
+def reject(settings: Settings, name: str, data: bytes, err: DataError, etag: str) -> bool:
+    """Move ``incoming/<name>`` (this version) to ``rejected/<name>`` with the reason beside it.
+
+    Returns False when the version was replaced by a newer upload before it could be moved: what
+    was written to rejected/ is withdrawn (it describes a version nobody will see again and would
+    contradict the newer one's outcome), and the newer version has its own trigger."""
     rejected = container(settings, settings.rejected_container)
+    stored = rejected_name(name)
+    extra = {} if stored == name else {"original": f"{settings.rejected_container}/{stored}"}
     # Copy, reason, then delete: a crash in between leaves the original where a retry finds it.
-    rejected.upload_blob(name, data, overwrite=True)
-    put_json(rejected, f"{name}.error.json", _record(settings, name, etag, err))
-    _delete_from_incoming(container(settings, settings.incoming_container), name, etag)
+    copy = rejected.get_blob_client(stored).upload_blob(data, overwrite=True)
+    record = put_json(rejected, f"{stored}.error.json", _record(settings, name, etag, err, **extra))
+    if _delete_from_incoming(container(settings, settings.incoming_container), name, etag):
+        return True
+    _withdraw(rejected, {stored: copy["etag"], f"{stored}.error.json": record["etag"]})
+    log.info("incoming/%s version %s was replaced while it was being rejected; its rejection is withdrawn", name, etag)
+    return False
 
 
 def _reject_unread(settings: Settings, name: str, etag: str, size: int) -> IngestOutcome:
@@ -196,7 +239,9 @@ def _reject_unread(settings: Settings, name: str, etag: str, size: int) -> Inges
     log.warning("rejected incoming/%s: %s", name, err.message)
     incoming = container(settings, settings.incoming_container)
     rejected = container(settings, settings.rejected_container)
-    target = rejected.get_blob_client(name)
+    stored = rejected_name(name)
+    extra = {} if stored == name else {"original": f"{settings.rejected_container}/{stored}"}
+    target = rejected.get_blob_client(stored)
     try:
         target.start_copy_from_url(
             incoming.get_blob_client(name).url,
@@ -212,7 +257,7 @@ def _reject_unread(settings: Settings, name: str, etag: str, size: int) -> Inges
         )
         return IngestOutcome("ignored", name, {"message": "superseded before it could be moved"})
     _wait_for_copy(target)
-    put_json(rejected, f"{name}.error.json", _record(settings, name, etag, err))
+    put_json(rejected, f"{stored}.error.json", _record(settings, name, etag, err, **extra))
     _delete_from_incoming(incoming, name, etag)
     return IngestOutcome("rejected", name, err.to_dict())
 
@@ -280,7 +325,8 @@ def _zero_length(settings: Settings, name: str, etag: str, settle_s: float) -> I
         return IngestOutcome("ignored", name, {"message": "upload in progress (uncommitted blocks)"})
     err = DataError("file is empty", expected="a header line and data rows", value=0)
     log.warning("rejected incoming/%s: still empty after %.1f s", name, settle_s)
-    reject(settings, name, b"", err, etag)
+    if not reject(settings, name, b"", err, etag):
+        return IngestOutcome("ignored", name, {"message": "zero-length version superseded while it was being rejected"})
     return IngestOutcome("rejected", name, err.to_dict())
 
 

@@ -5,6 +5,7 @@ function, the way an Azure ML workspace's system topic does."""
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -47,6 +48,17 @@ def run_event(run: dict[str, Any]) -> EventGridEvent:
         topic=TOPIC,
         id=f"{run['run_id']}:{'failed' if failed else 'completed'}",
     )
+
+
+def worker_exit_reason(code: int) -> str:
+    """Why a run failed when its worker ended without recording a result."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"training worker exited with signal {-code} ({name}) without a result"
+    return f"training worker exited with code {code} without a result"
 
 
 class Agent:
@@ -102,9 +114,9 @@ class Agent:
             logf.close()
         after = self.registry.get_run(run["run_id"]) or {}
         if after.get("status") not in (COMPLETED, FAILED):
-            self.registry.update_run(
-                run["run_id"], status=FAILED, error=f"training worker exited with code {code} without a result", ended_at=utcnow()
-            )
+            reason = worker_exit_reason(code)
+            log.error("run %s failed: %s", run["run_id"], reason)
+            self.registry.update_run(run["run_id"], status=FAILED, error=reason, ended_at=utcnow())
         self.publish_pending()
         return True
 

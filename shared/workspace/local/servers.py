@@ -108,6 +108,40 @@ def stop_pid(pid: int | None, *, grace_s: float = 5.0) -> None:
             pass
 
 
+def kill_model_server(pid: int | None, name: str) -> bool:
+    """SIGKILL deployment ``name``'s server (its process group) if ``pid`` still is it, and wait
+    until it has gone. For a hung server (a stopped process does not act on SIGTERM); the
+    connections it had accepted are reset, so callers waiting on it get an error at once."""
+    if not is_model_server(pid, name):
+        return False
+    assert pid is not None
+    log.warning("killing hung model server %s (pid %s)", name, pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+    deadline = time.monotonic() + 10.0
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return True
+
+
+def probe_model_server(base_url: str, *, timeout_s: float) -> str | None:
+    """One liveness check (``GET /`` answered 200 within ``timeout_s``): None when healthy, else why not."""
+    try:
+        r = requests.get(base_url.rstrip("/") + "/", timeout=timeout_s)
+    except requests.Timeout:
+        return f"no answer within {timeout_s:g} s"
+    except requests.RequestException as err:
+        return f"{type(err).__name__}"
+    if r.status_code != 200:
+        return f"health check answered {r.status_code}"
+    return None
+
+
 def stop_model_server(pid: int | None, name: str, *, grace_s: float = 5.0) -> bool:
     """Stop deployment ``name``'s server if ``pid`` still is it. SIGTERM lets uvicorn finish the
     requests in flight (it stops accepting first), so ``grace_s`` is the longest drain."""
@@ -130,7 +164,10 @@ def start_model_server(
     insights_flag: Path,
     metrics_file: Path | None = None,
     why: str = "deploy",
+    standby: bool = False,
 ) -> int:
+    """Start a model server; ``standby``: a warm spare of the live one (same model, its own port),
+    marked as such in the deployment's log."""
     deploy_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["BANKML_MODEL_KEY"] = key  # the key travels in the environment, never in argv
@@ -151,7 +188,8 @@ def start_model_server(
     logf = open(deploy_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         # A marker per start, so that the log reads like a container log across restarts.
-        logf.write(f"----- {utcnow()} starting {name} v{version} on port {port} ({why})\n".encode())
+        what = f"warm standby of {name}" if standby else name
+        logf.write(f"----- {utcnow()} starting {what} v{version} on port {port} ({why})\n".encode())
         logf.flush()
         proc = subprocess.Popen(
             cmd,

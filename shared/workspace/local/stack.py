@@ -110,7 +110,7 @@ class LocalStack:
             self.workspace.reconcile()
             self.agent = Agent(self.home, system_key=keys.system_key("eventgrid_extension"))
             self.agent.start()
-            self.supervisor = Supervisor(self.workspace.supervise, interval_s=1.0).start()
+            self.supervisor = Supervisor(self.workspace.supervise, interval_s=settings.liveness_interval_s).start()
             (self.home / STACK_FILE).write_text(
                 json.dumps(
                     {

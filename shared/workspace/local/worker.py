@@ -10,6 +10,7 @@ The agent that started it publishes the run's event afterwards.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import math
 import os
@@ -55,6 +56,25 @@ def _budget(parameters: dict[str, Any]) -> float:
     return budget
 
 
+# The files a model server loads; their SHA-256 is recorded with the run and checked before every
+# start of a server on them (shared.workspace.local.workspace.verify_model_files).
+SERVED_FILES = ("model.pkl", "model.json", "model.onnx")
+
+
+def model_checksums(model_dir: Path) -> dict[str, str]:
+    """SHA-256 of each served file present in ``model_dir``."""
+    out = {}
+    for name in SERVED_FILES:
+        path = model_dir / name
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            out[name] = digest.hexdigest()
+    return out
+
+
 def _peak_rss_mb() -> float:
     # Linux reports ru_maxrss in KiB.
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -86,6 +106,7 @@ def run(home: Path, run_id: str) -> int:
             registry.add_child_run(run_id, child)
         best = {k: result.get(k) for k in BEST_KEYS}
         best["peak_rss_mb"] = _peak_rss_mb()
+        best["checksums"] = model_checksums(Path(result.get("model_dir", out_dir)))
         registry.update_run(
             run_id, status=COMPLETED, best=best, model_dir=str(result.get("model_dir", out_dir)), ended_at=utcnow()
         )

@@ -40,6 +40,45 @@ DEPLOY_LOCK_FILE = "deploy.lock"
 DRAIN_S = 2.0
 DRAIN_GRACE_S = 30.0  # the longest a draining server may take to finish its requests
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # supervisor: waits after failed restarts
+STANDBY_FILE = "standby.json"
+STANDBY_START_S = 120.0  # a standby not answering by then is stopped and started again later
+STANDBY_RETRY_S = 30.0  # after a standby failed to start
+SERVICE_PROBE_S = 1.0  # `bankml status`: how long a probe of storage or the live server may take
+SERVICES_CACHE_S = 2.0
+
+
+def verify_model_files(model_dir: str | Path, checksums: dict[str, str] | None) -> None:
+    """Raise DeploymentError when a model file is missing or differs from the SHA-256 recorded
+    when the run completed: a file damaged on disk may still load and answer wrongly, so no
+    server is started on it. Runs recorded without checksums are not checked here (the server's
+    own start and scoring checks still apply)."""
+    if not checksums:
+        return
+    from shared.workspace.local.worker import model_checksums
+
+    now = model_checksums(Path(model_dir))
+    for name, expected in sorted(checksums.items()):
+        if name not in now:
+            raise DeploymentError(f"model file {name} is missing from {model_dir}", field=name)
+        if now[name] != expected:
+            raise DeploymentError(
+                f"model file {name} does not match the SHA-256 recorded when its run completed: it is damaged",
+                field=name, value=now[name][:16], expected=expected[:16],
+            )
+
+
+def probe_storage(port: int, *, timeout_s: float = SERVICE_PROBE_S) -> dict[str, Any]:
+    """Whether the blob service on ``port`` answers HTTP (any status: it needs no key to say no)."""
+    import requests
+
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        requests.get(endpoint + "/", timeout=timeout_s)
+    except requests.Timeout:
+        return {"reachable": False, "endpoint": endpoint, "detail": f"storage unreachable: no answer within {timeout_s:g} s"}
+    except requests.RequestException as err:
+        return {"reachable": False, "endpoint": endpoint, "detail": f"storage unreachable: {type(err).__name__}"}
+    return {"reachable": True, "endpoint": endpoint, "detail": "answers"}
 
 
 def _deployment(row: dict[str, Any]) -> Deployment:
@@ -70,6 +109,10 @@ class LocalWorkspace:
         self.home.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(self.home / "registry.sqlite")
         self._restart_failures: dict[str, tuple[int, float]] = {}  # name -> (failures, not before)
+        self._probe_failures: dict[str, int] = {}  # name -> failed health checks in a row
+        self._services_cache: tuple[float, dict[str, Any]] | None = None
+        self._standby: dict[str, dict[str, Any]] = {}  # live deployment -> its warm standby (pid, port, ready)
+        self._standby_failures: dict[str, tuple[int, float]] = {}
 
     # -- paths ---------------------------------------------------------------------------
     def dataset_dir(self, version: int) -> Path:
@@ -364,6 +407,11 @@ class LocalWorkspace:
         rows, truth = frame.iloc[heldout], y[heldout]
         scores = []
         for model_dir in model_dirs:
+            # Checked before it is loaded here, in this process: a damaged pickle can abort the
+            # interpreter (LightGBM's loader calls abort() on a bad model string), and this is
+            # the function host. A damaged file raises instead, and the gate falls back to the
+            # recorded metrics; the deployment's own checks then refuse the file.
+            verify_model_files(model_dir, self._recorded_checksums(model_dir))
             model = training.load_model(model_dir)
             p_yes = model.predict_matrix(model.spec.encode_frame(rows))
             metrics = training._heldout_metrics(truth, p_yes, model.threshold)
@@ -371,6 +419,13 @@ class LocalWorkspace:
                 raise KeyError(f"training does not compute {self.settings.primary_metric}")
             scores.append(float(metrics[self.settings.primary_metric]))
         return scores[0], scores[1], len(heldout)
+
+    def _recorded_checksums(self, model_dir: str | Path) -> dict[str, str] | None:
+        """The SHA-256 of the files in ``model_dir`` as recorded by the run that wrote them."""
+        for r in self.registry.list_runs():
+            if r["model_dir"] and Path(r["model_dir"]) == Path(model_dir):
+                return (r.get("best") or {}).get("checksums")
+        return None
 
     def _start_deployment(
         self,
@@ -405,10 +460,10 @@ class LocalWorkspace:
         if insights:
             self.deploy_dir(name).mkdir(parents=True, exist_ok=True)
             self.insights_flag(name).touch()
-        pid = self._spawn(name, why=why)
-        dep_row = next(x for x in self.registry.list_deployments() if x["name"] == name)
-        dep = _deployment(dep_row)
+        pid: int | None = None
         try:
+            pid = self._spawn(name, why=why)
+            dep = _deployment(next(x for x in self.registry.list_deployments() if x["name"] == name))
             servers.check_model_server(dep.scoring_uri, key, pid)
         except DeploymentError as err:
             servers.stop_pid(pid)
@@ -438,7 +493,9 @@ class LocalWorkspace:
             log.info("deployment %s drained and stopped", name)
 
     def _spawn(self, name: str, *, why: str = "deploy") -> int:
+        """Start deployment ``name``'s server (after checking its model files); returns its PID."""
         row = next(x for x in self.registry.list_deployments() if x["name"] == name)
+        verify_model_files(row["model_dir"], self._recorded_checksums(row["model_dir"]))
         pid = servers.start_model_server(
             model_dir=Path(row["model_dir"]),
             port=row["port"],
@@ -514,13 +571,15 @@ class LocalWorkspace:
         name = row["name"]
         if not servers.port_free(row["port"]):
             self.registry.update_deployment(name, port=servers.free_port())
-        pid = self._spawn(name, why=why)
-        dep = _deployment(next(x for x in self.registry.list_deployments() if x["name"] == name))
+        pid: int | None = None
         try:
+            pid = self._spawn(name, why=why)
+            dep = _deployment(next(x for x in self.registry.list_deployments() if x["name"] == name))
             servers.check_model_server(dep.scoring_uri, dep.key, pid)
         except DeploymentError as err:
             servers.stop_pid(pid)
-            self.registry.update_deployment(name, pid=None)
+            # Recorded where `bankml status` shows it; the supervisor tries again with back-off.
+            self.registry.update_deployment(name, pid=None, reason=f"{why}; the restart failed at {utcnow()}: {err.message}")
             log.error("live deployment %s could not be restarted: %s", name, err.message)
             return False
         self.registry.update_deployment(name, reason=f"{why} at {utcnow()}")
@@ -528,33 +587,179 @@ class LocalWorkspace:
         return True
 
     def supervise(self) -> str | None:
-        """One supervisor step: restart the live model server if it has died (with back-off when a
-        restart fails). Skips the step while a deployment or rollback holds the lock."""
+        """One supervisor step for the live model server.
+
+        * Dead (exited, killed), or hung (BANKML_LIVENESS_FAILURES health checks in a row not
+          answered within BANKML_LIVENESS_TIMEOUT_S: it is killed first): its warm standby takes
+          the traffic at once when there is a ready one (BANKML_WARM_STANDBY), else the server is
+          restarted; a failed restart is retried with back-off.
+        * Healthy: a warm standby is started when there is none, and checked until it is ready.
+
+        Skips the step while a deployment or rollback holds the lock. Returns the name of the
+        deployment recovered in this step, else None."""
         row = self.registry.live_deployment()
-        if row is None or servers.is_model_server(row["pid"], row["name"]):
-            if row is not None:
-                self._restart_failures.pop(row["name"], None)
+        self._retire_standbys(keep=row["name"] if row and self.settings.warm_standby else None)
+        if row is None:
             return None
         name = row["name"]
+        hung: str | None = None
+        if servers.is_model_server(row["pid"], name):
+            self._restart_failures.pop(name, None)
+            problem = servers.probe_model_server(
+                f"http://127.0.0.1:{row['port']}", timeout_s=self.settings.liveness_timeout_s
+            )
+            if problem is None:
+                self._probe_failures.pop(name, None)
+                if self.settings.warm_standby:
+                    self._tend_standby(row)
+                return None
+            failed = self._probe_failures.get(name, 0) + 1
+            self._probe_failures[name] = failed
+            log.warning(
+                "live model server %s (pid %s) failed its health check (%d of %d in a row): %s",
+                name, row["pid"], failed, self.settings.liveness_failures, problem,
+            )
+            if failed < self.settings.liveness_failures:
+                return None
+            hung = f"{failed} health checks in a row failed (last: {problem})"
         failures, not_before = self._restart_failures.get(name, (0, 0.0))
-        if time.monotonic() < not_before:
+        standby = self._ready_standby(name)
+        if hung is None and standby is None and time.monotonic() < not_before:
             return None
         with self._deploy_guard(blocking=False) as locked:
             if not locked:
                 return None
-            row = self.registry.live_deployment()
-            if row is None or row["name"] != name or servers.is_model_server(row["pid"], name):
+            current = self.registry.live_deployment()
+            if current is None or current["name"] != name:
                 return None
-            log.warning("live model server %s (pid %s) is not running: restarting it", name, row["pid"])
-            if self._restart_live(row, why="supervisor: the server had exited"):
+            if hung is not None:
+                if current["pid"] != row["pid"]:
+                    return None  # replaced meanwhile
+                servers.kill_model_server(current["pid"], name)
+                self.registry.update_deployment(name, pid=None)
+                self._probe_failures.pop(name, None)
+                why = f"supervisor: the server was hung ({hung}) and was killed"
+            elif servers.is_model_server(current["pid"], name):
+                return None
+            else:
+                why = "supervisor: the server had exited"
+            if standby is not None and self._promote_standby(current, standby, why=why):
+                self._restart_failures.pop(name, None)
+                return name
+            log.warning("live model server %s (pid %s): %s; restarting it", name, current["pid"], why)
+            if self._restart_live(current, why=why):
                 self._restart_failures.pop(name, None)
                 return name
             delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
             self._restart_failures[name] = (failures + 1, time.monotonic() + delay)
             return None
 
+    # -- warm standby (local backend) ---------------------------------------------------------
+    # A second server of the live deployment, on its own port, loaded and answering its health
+    # check, but sent no traffic. Kept in this process's memory and in <deploy dir>/standby.json (so that a stack
+    # killed with SIGKILL leaves nothing behind: reconcile stops it), never in the registry.
+    def _standby_file(self, name: str) -> Path:
+        return self.deploy_dir(name) / STANDBY_FILE
+
+    def _tend_standby(self, row: dict[str, Any]) -> None:
+        """Start the live deployment's standby when it has none; check a starting one."""
+        name = row["name"]
+        sb = self._standby.get(name)
+        if sb is not None and not servers.is_model_server(sb["pid"], name):
+            log.warning("warm standby of %s (pid %s) exited; starting another", name, sb["pid"])
+            self._drop_standby(name)
+            sb = None
+        if sb is None:
+            failures, not_before = self._standby_failures.get(name, (0, 0.0))
+            if time.monotonic() < not_before:
+                return
+            try:
+                verify_model_files(row["model_dir"], self._recorded_checksums(row["model_dir"]))
+            except DeploymentError as err:
+                log.error("no warm standby for %s: %s", name, err.message)
+                self._standby_failures[name] = (failures + 1, time.monotonic() + STANDBY_RETRY_S)
+                return
+            port = servers.free_port()
+            pid = servers.start_model_server(
+                model_dir=Path(row["model_dir"]), port=port, name=name, version=row["model_version"], key=row["key"],
+                deploy_dir=self.deploy_dir(name), telemetry_file=self.telemetry_file(name),
+                insights_flag=self.insights_flag(name), metrics_file=self.metrics_file(name),
+                why="supervisor: warm standby", standby=True,
+            )
+            self._standby[name] = {"pid": pid, "port": port, "ready": False, "since": time.monotonic()}
+            self._standby_file(name).write_text(json.dumps({"pid": pid, "port": port}))
+            return
+        if sb["ready"]:
+            return
+        base = f"http://127.0.0.1:{sb['port']}"
+        if servers.probe_model_server(base, timeout_s=self.settings.liveness_timeout_s) is not None:
+            if time.monotonic() - sb["since"] > STANDBY_START_S:
+                log.error("warm standby of %s did not start within %.0f s; trying again later", name, STANDBY_START_S)
+                self._drop_standby(name)
+                failures, _ = self._standby_failures.get(name, (0, 0.0))
+                self._standby_failures[name] = (failures + 1, time.monotonic() + STANDBY_RETRY_S)
+            return
+        # Answering its health check means the model has loaded (the server loads it before it
+        # listens) and the same model already passed its scoring check when it was deployed. No
+        # scoring request here: it would show in the deployment's request telemetry.
+        sb["ready"] = True
+        self._standby_file(name).write_text(json.dumps({"pid": sb["pid"], "port": sb["port"], "ready": True}))
+        self._standby_failures.pop(name, None)
+        log.info("warm standby of %s is ready (pid %s, port %s)", name, sb["pid"], sb["port"])
+
+    def _ready_standby(self, name: str) -> dict[str, Any] | None:
+        sb = self._standby.get(name)
+        if sb is None or not sb["ready"]:
+            return None
+        if not servers.is_model_server(sb["pid"], name):
+            self._drop_standby(name)
+            return None
+        return sb
+
+    def _promote_standby(self, row: dict[str, Any], sb: dict[str, Any], *, why: str) -> bool:
+        """The standby becomes the live server (the relay sees its port within LIVE_CACHE_S)."""
+        name = row["name"]
+        if servers.probe_model_server(f"http://127.0.0.1:{sb['port']}", timeout_s=self.settings.liveness_timeout_s):
+            self._drop_standby(name)  # it does not answer either: restart instead
+            return False
+        self._standby.pop(name, None)
+        self._standby_file(name).unlink(missing_ok=True)
+        self.registry.update_deployment(
+            name, pid=sb["pid"], port=sb["port"], reason=f"{why}; its warm standby took over at {utcnow()}"
+        )
+        log.warning("live model server %s: %s; its warm standby (pid %s, port %s) took over", name, why, sb["pid"], sb["port"])
+        return True
+
+    def _drop_standby(self, name: str) -> None:
+        sb = self._standby.pop(name, None)
+        if sb is not None:
+            servers.stop_model_server(sb["pid"], name, grace_s=2.0)
+        self._standby_file(name).unlink(missing_ok=True)
+
+    def _retire_standbys(self, keep: str | None) -> None:
+        """Stop the standbys of deployments that are not live any more (or all: ``keep`` None)."""
+        for name in [n for n in self._standby if n != keep]:
+            log.info("stopping the warm standby of %s", name)
+            self._drop_standby(name)
+
+    def _stop_leftover_standbys(self) -> None:
+        """Standbys recorded by a stack that did not shut down (SIGKILL): stop them."""
+        root = self.home / "deployments"
+        for path in root.glob(f"*/{STANDBY_FILE}") if root.exists() else []:
+            name = path.parent.name
+            if name in self._standby:
+                continue
+            try:
+                pid = int(json.loads(path.read_text())["pid"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pid = 0
+            if pid and servers.stop_model_server(pid, name, grace_s=2.0):
+                log.warning("stopped the warm standby of %s (pid %s) left by a stack that did not shut down", name, pid)
+            path.unlink(missing_ok=True)
+
     def reconcile(self) -> None:
         """After a restart: restart the live model server, settle what was left half-done."""
+        self._stop_leftover_standbys()
         with self._deploy_guard():
             for d in self.registry.list_deployments():
                 running = servers.is_model_server(d["pid"], d["name"])
@@ -575,9 +780,31 @@ class LocalWorkspace:
                 self.registry.update_run(
                     r["run_id"], status=FAILED, error="training worker ended without a result (restart)", ended_at=utcnow()
                 )
+        self.submit_missing_runs()
+
+    def submit_missing_runs(self) -> list[str]:
+        """The start-up sweep: a dataset version that has no run at all was registered by an ingest
+        that did not get to submit its run (the stack stopped between the two). Submit its ingest
+        run now; ``submit_run`` is idempotent per version, so an ingest retrying the same blob at
+        the same time ends with the same single run. Returns the runs submitted."""
+        trained = {int(r["dataset_version"]) for r in self.registry.list_runs()}
+        submitted = []
+        for d in self.registry.list_datasets():
+            if int(d["version"]) in trained:
+                continue
+            run = self.submit_run(int(d["version"]), trigger="ingest")
+            if run.created:
+                log.warning(
+                    "dataset v%d (from %s) had no training run: an ingest was interrupted after registering it;"
+                    " submitted run %s", d["version"], d["source_blob"], run.run_id,
+                )
+                submitted.append(run.run_id)
+        return submitted
 
     def stop_servers(self) -> None:
         """Stop every model server of this data dir (statuses stay: `bankml up` restarts the live one)."""
+        self._retire_standbys(keep=None)
+        self._stop_leftover_standbys()
         for d in self.registry.list_deployments():
             servers.stop_model_server(d["pid"], d["name"])
 
@@ -603,4 +830,36 @@ class LocalWorkspace:
             "deployments": deployments,
             "decisions": self.registry.decisions(),
             "live": live["name"] if live else None,
+            "services": self.services(live),
         }
+
+    def services(self, live: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What answers right now: the stack of this data dir, its blob storage (Azurite) and the
+        live model server, each probed with a short timeout (never raises). Reused for
+        ``SERVICES_CACHE_S`` so that callers of ``status()`` in a loop do not probe every time."""
+        now = time.monotonic()
+        cached = self._services_cache
+        if cached is not None and now - cached[0] < SERVICES_CACHE_S:
+            return cached[1]
+        from shared.workspace.local.stack import read_stack  # stack imports this module
+
+        info = read_stack(self.home)
+        out: dict[str, Any] = {"stack": {"running": info is not None}}
+        if info is None:
+            out["storage"] = {"reachable": None, "detail": "no stack is running for this data dir"}
+        else:
+            out["stack"].update(url=info.get("url"), pid=info.get("pid"), started_at=info.get("started_at"))
+            out["storage"] = probe_storage(int(info["azurite_port"])) if info.get("azurite_port") else {
+                "reachable": None, "detail": "the stack did not record its storage port"
+            }
+        if live is None:
+            live = self.registry.live_deployment()
+        if live is None:
+            out["live_server"] = {"healthy": None, "detail": "no model is live"}
+        elif not servers.is_model_server(live["pid"], live["name"]):
+            out["live_server"] = {"name": live["name"], "healthy": False, "detail": "not running"}
+        else:
+            problem = servers.probe_model_server(f"http://127.0.0.1:{live['port']}", timeout_s=SERVICE_PROBE_S)
+            out["live_server"] = {"name": live["name"], "healthy": problem is None, "detail": problem or "answers"}
+        self._services_cache = (time.monotonic(), out)
+        return out
