@@ -427,9 +427,10 @@ class Relay:
         try:
             upstream = early.result() if early is not None else self._forward(dep, body, request_id)
         except UpstreamUnavailable:
-            # The live deployment may have just been replaced: look again once.
+            # The live deployment may have just been replaced, or moved to its warm standby's port
+            # (same name, new address): look again once.
             again = self.live(fresh=True)
-            if again is None or again.name == dep.name:
+            if again is None or (again.name == dep.name and again.scoring_uri == dep.scoring_uri):
                 raise
             dep = again
             upstream = self._forward(dep, body, request_id)

@@ -156,6 +156,8 @@ def test_a_ready_standby_takes_over_a_killed_server_at_once(ws: LocalWorkspace) 
     assert standby["pid"] != before["pid"] and servers.is_model_server(standby["pid"], before["name"])
     log = Path(ws.server_log(before["name"])).read_text()
     assert f"starting warm standby of {before['name']}" in log
+    relay = Relay(ws.settings, ws)
+    assert relay.score(BODY, "application/json").status == 200  # the relay now knows the old address
     os.kill(before["pid"], signal.SIGKILL)
     while servers.is_model_server(before["pid"], before["name"]):
         time.sleep(0.02)
@@ -163,7 +165,8 @@ def test_a_ready_standby_takes_over_a_killed_server_at_once(ws: LocalWorkspace) 
     after = live(ws)
     assert (after["pid"], after["port"]) == (standby["pid"], standby["port"])
     assert after["reason"].startswith("supervisor: the server had exited; its warm standby took over")
-    assert Relay(ws.settings, ws).score(BODY, "application/json").status == 200
+    # Same deployment name, new port: the relay that knew the old address follows at once, no 503.
+    assert relay.score(BODY, "application/json").status == 200
     assert before["name"] not in sup._standby  # used up; the next healthy step starts another
     assert sup.supervise() is None and before["name"] in sup._standby
     second = sup._standby[before["name"]]["pid"]
