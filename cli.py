@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Longest blob name Azure Storage accepts; `rejected/<name>.error.json` must fit beside a rejected file.
+MAX_BLOB_NAME = 1024 - len(".error.json")
 DEFAULT_DATA_URL = (
     "https://automlsamplenotebookdata.blob.core.windows.net/automl-sample-notebook-data/bankmarketing_train.csv"
 )
@@ -100,7 +102,8 @@ def _print_urls(stack: Any) -> None:
 def cmd_drop(args: argparse.Namespace) -> int:
     from azure.storage.blob import BlobServiceClient
 
-    from shared.storage import safe_blob_name
+    from shared.ingest import shown
+    from shared.ingest_service import unsafe_name_reason
 
     path = Path(args.file)
     if not path.exists():
@@ -108,8 +111,14 @@ def cmd_drop(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise SystemExit(f"bankml: not a file: {path}")
     name = args.name or path.name
-    if safe_blob_name(name) is None:
-        raise SystemExit(f"bankml: blob name {name!r} would leave the incoming/ container; choose another --name")
+    # The same rule as ingest (which would reject the file), checked before anything is uploaded:
+    # a name that leaves incoming/ must never reach a storage URL, and Azurite cannot even list a
+    # container holding a name with a control character (the scanner would stop for every file).
+    reason = unsafe_name_reason(name)
+    if reason is None and len(name) > MAX_BLOB_NAME:
+        reason = f"the blob name is {len(name):,} characters long, storage allows {MAX_BLOB_NAME:,}"
+    if reason is not None:
+        raise SystemExit(f"bankml: {reason}: {shown(name, 80)!r}; choose another --name")
     info = _need_stack(args.home)
     service = BlobServiceClient.from_connection_string(_connection(args.home, info))
     client = service.get_container_client("incoming")
@@ -136,8 +145,11 @@ def _has_receipt(home: Path, name: str, etag: str) -> bool:
 
 def _wait_for_outcome(home: Path, service: Any, name: str, etag: str, timeout_s: float) -> int:
     """Tell what ingest did with the file: registered (which version and run), or rejected (why)."""
+    from shared.ingest_service import ERROR_SUFFIX, rejected_name
+
     ws = _workspace(home)
-    rejected = service.get_container_client("rejected").get_blob_client(f"{name}.error.json")
+    stored = rejected_name(name)  # a name ending in .error.json is kept under another name
+    rejected = service.get_container_client("rejected").get_blob_client(f"{stored}{ERROR_SUFFIX}")
     deadline = time.monotonic() + timeout_s
     seen_receipt = False
     while time.monotonic() < deadline:
@@ -159,7 +171,7 @@ def _wait_for_outcome(home: Path, service: Any, name: str, etag: str, timeout_s:
             details = {k: v for k, v in error.items() if k not in ("code", "message")}
             if details:
                 print(f"  details: {json.dumps(details, default=str)}")
-            print(f"  the file is kept as rejected/{name}, the reason as rejected/{name}.error.json")
+            print(f"  the file is kept as rejected/{stored}, the reason as rejected/{stored}{ERROR_SUFFIX}")
             return 1
         if _has_receipt(home, name, etag):
             # Processed, yet no version from this upload and no rejection of it: the content was
@@ -233,6 +245,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     running = read_stack(args.home)
     note = f" (stack running at {running['url']})" if running else " (stack not running: `bankml up` serves it again)"
     print(f"live: {status['live'] or 'none'}" + (note if status["live"] else ""))
+    services = status.get("services") or {}
+    storage, server = services.get("storage") or {}, services.get("live_server") or {}
+    if storage.get("reachable") is False:
+        print(f"storage: {storage.get('detail') or 'unreachable'} (ingest waits for it; scoring goes on)")
+    if server.get("healthy") is False:
+        print(f"live server {server.get('name')}: {server.get('detail')} (the supervisor of `bankml up` replaces it)")
     return 0
 
 

@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -327,6 +328,9 @@ def storage_outage(
     statuses: list[dict[str, Any]] = []
     time.sleep(min(3.0, seconds / 2))
     statuses.append(stack.status()["services"])
+    status_text = subprocess.run(
+        [sys.executable, "-m", "cli", "status", "--home", str(home)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     time.sleep(max(0.0, seconds - (time.monotonic() - t_down)))
     if mode == "kill":
         started.append(Azurite(home / "azurite", port=az_port, project_root=ROOT).start())
@@ -351,6 +355,8 @@ def storage_outage(
         "runs": done["runs"],
         "datasets_added": len(registry_rows(home, "SELECT version FROM datasets")) - datasets_before,
         "status_during_outage": statuses[0] if statuses else None,
+        "status_text_during_outage": status_text.stdout + status_text.stderr,
+        "status_exit_during_outage": status_text.returncode,
         "relay_during_outage": load.figures(t_down, t_up, sent_within=True),
     }
 

@@ -452,7 +452,7 @@ def deploy(home: Path, model_dir: Path) -> None:
     best = {"learner": meta.get("learner"), "metrics": meta.get("metrics", {}), "threshold": meta.get("threshold")}
     # event_published=1: the agent must not deliver this run's event (the benchmark deploys it).
     ws.registry.update_run(
-        run.run_id, status=COMPLETED, best=best, model_dir=str(model_dir.resolve()), started_at=utcnow(),
+        run.run_id, status=COMPLETED, best=best, model_dir=str(ws.store_model(run.run_id, model_dir)), started_at=utcnow(),
         ended_at=utcnow(), event_published=1,
     )
     ws.enable_insights(run.run_id)  # telemetry on, as enable_insights does in the loop

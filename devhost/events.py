@@ -26,6 +26,30 @@ class EventBodyError(ValueError):
     """The webhook body is not an Event Grid or CloudEvents payload."""
 
 
+_DELIVERY_KINDS = {
+    SUBSCRIPTION_VALIDATION.lower(): SUBSCRIPTION_VALIDATION,
+    NOTIFICATION.lower(): NOTIFICATION,
+    SUBSCRIPTION_DELETION.lower(): SUBSCRIPTION_DELETION,
+    "unsubscribe": SUBSCRIPTION_DELETION,  # the older name the Functions extension also answers
+}
+
+
+def delivery_kind(header: str | None) -> str:
+    """What a POST to an Event Grid webhook is, from its ``aeg-event-type`` header, decided as the
+    Functions Event Grid extension decides it: ``SubscriptionValidation``, ``Notification`` or
+    ``SubscriptionDeletion``. Event Grid sets the header on every delivery (CloudEvents too); a
+    request without it, or with another value, is not from Event Grid and the extension answers
+    400, so this raises ``EventBodyError`` (a 400) instead of treating it as a notification."""
+    value = (header or "").strip()
+    kind = _DELIVERY_KINDS.get(value.lower())
+    if kind is None:
+        what = f"header {HEADER_EVENT_TYPE}: {value[:40]!r}" if value else f"no {HEADER_EVENT_TYPE} header"
+        raise EventBodyError(
+            f"{what}; an Event Grid delivery says {SUBSCRIPTION_VALIDATION}, {NOTIFICATION} or {SUBSCRIPTION_DELETION}"
+        )
+    return kind
+
+
 @dataclass(frozen=True)
 class Envelope:
     """One event, both schemas reduced to the same fields; top-level keys read case-insensitively."""

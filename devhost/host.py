@@ -51,6 +51,7 @@ from devhost.events import (
     SUBSCRIPTION_VALIDATION,
     Envelope,
     EventBodyError,
+    delivery_kind,
     parse_body,
     to_cloud_event,
     to_event_grid_event,
@@ -408,6 +409,9 @@ class FunctionHost:
         )
 
     async def _status(self, request: Request) -> Response:
+        # Azure answers /admin/host/status only with the master key (it lists the functions).
+        if not self.keys.is_master(_request_key(request)):
+            return _unauthorized("the master key")
         return JSONResponse(
             {
                 "state": "Running",
@@ -520,18 +524,19 @@ class FunctionHost:
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
             return _error(413, "request body too large")
         try:
+            # Like the Functions Event Grid extension: no or an unknown aeg-event-type is a 400.
+            kind = delivery_kind(request.headers.get(HEADER_EVENT_TYPE))
             events = parse_body(await request.body())
         except EventBodyError as err:
             return _error(400, str(err))
-        header = request.headers.get(HEADER_EVENT_TYPE, "").strip().lower()
         validation = next((e for e in events if e.is_validation), None)
-        if header == SUBSCRIPTION_VALIDATION.lower() or validation is not None:
+        if kind == SUBSCRIPTION_VALIDATION or validation is not None:
             code = validation.validation_code if validation else None
             if not code:
                 return _error(400, "subscription validation event without data.validationCode")
             logger.info("answered Event Grid subscription validation for %s", request.url.path)
             return JSONResponse({"validationResponse": code})
-        if header == SUBSCRIPTION_DELETION.lower():
+        if kind == SUBSCRIPTION_DELETION:
             return Response(status_code=200)
         return events
 

@@ -76,6 +76,10 @@ _MAX_INT = 2**53
 # a range sharing less than this fraction with the reference range lies "mostly outside".
 _DRIFT_STD = 3.0
 _DRIFT_OVERLAP = 0.5
+# The longest value an error message quotes (column names, cells), see ``shown``.
+_SHOWN_CHARS = 100
+_SHOWN_NAME = 40
+_LISTED = 8
 
 _NO, _YES = LABEL_VALUES
 _LABELS = np.array(LABEL_VALUES, dtype=object)
@@ -169,6 +173,14 @@ def _too_large(size: int | None, max_bytes: int) -> DataError:
     )
 
 
+def shown(value: str, limit: int = _SHOWN_CHARS) -> str:
+    """``value`` as an error names it: cut to ``limit`` characters (a hostile file's 100 kB cell
+    must not become a 100 kB message, log line or rejection record)."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value):,} characters)"
+
+
 def _not_text(reason: str, **details: Any) -> DataError:
     return DataError(f"not a text CSV file: {reason}", expected="a UTF-8 (or cp1252) text CSV file", **details)
 
@@ -242,6 +254,7 @@ class _Decoder:
         self.encoding = "utf-8"
         self.had_bom = False
         self._non_ascii = False  # non-ASCII UTF-8 text seen in an earlier block
+        self._lines = 0  # line ends in the blocks before the current one
 
     def texts(self, blocks: Iterator[bytes], chunk: int) -> Iterator[str]:
         first = next(blocks, None)
@@ -252,7 +265,13 @@ class _Decoder:
             try:
                 text = raw.decode("utf-16")
             except UnicodeDecodeError as err:
-                raise _not_text("it starts with a UTF-16 mark but is not UTF-16") from err
+                before = raw[: err.start - err.start % 2].decode("utf-16", "replace")
+                line = _line_ends(before) + 1
+                raise _not_text(
+                    f"it starts with a UTF-16 mark but byte {err.start} (line {line}) is not UTF-16",
+                    line=line,
+                    byte=err.start,
+                ) from err
             self.encoding, self.had_bom = "utf-16", True
             # DOS tools end text files with Ctrl-Z; harmless, unlike any other control character.
             yield from _text_pieces(text.rstrip("\x1a"), chunk)
@@ -263,12 +282,20 @@ class _Decoder:
             start = offset
             offset += len(block)
             # NUL bytes mean binary (zip/xlsx/gzip/parquet...) or UTF-16 without a BOM: neither is readable here.
-            if b"\x00" in block:
-                raise _not_text("it contains NUL bytes (a binary file such as .xlsx, .zip or .gz?)")
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                at, line = start + nul, self._line_of(block, nul)
+                raise _not_text(
+                    f"it contains NUL bytes, the first at byte {at} (line {line}): a binary file such as"
+                    " .xlsx, .zip or .gz, or UTF-16 without its byte order mark?",
+                    line=line,
+                    byte=at,
+                )
             if start == 0 and block.startswith(_UTF8_BOM):
                 self.had_bom = True
                 block, start = block[3:], 3
             text = self._decode(block, start)
+            self._lines += _line_ends(block)
             if previous is not None:
                 yield previous
             previous = text
@@ -281,13 +308,17 @@ class _Decoder:
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError as err:
-            at = start + err.start
+            at, line = start + err.start, self._line_of(block, err.start)
             if self.had_bom:
-                raise _not_text(f"it has a UTF-8 mark but byte {at} is not UTF-8") from err
+                raise _not_text(
+                    f"it has a UTF-8 mark but byte {at} (line {line}) is not UTF-8", line=line, byte=at
+                ) from err
             if self._non_ascii:
                 raise _not_text(
-                    f"byte {at} is not UTF-8 although the text before it is UTF-8 (a file joined from"
-                    " parts in different encodings?)"
+                    f"byte {at} (line {line}) is not UTF-8 although the text before it is UTF-8 (a file"
+                    " joined from parts in different encodings?)",
+                    line=line,
+                    byte=at,
                 ) from err
             self.encoding = "cp1252"
             return self._cp1252(block, start)
@@ -295,12 +326,25 @@ class _Decoder:
             self._non_ascii = True
         return text
 
-    @staticmethod
-    def _cp1252(block: bytes, start: int) -> str:
+    def _line_of(self, block: bytes, pos: int) -> int:
+        """The 1-based file line of byte ``pos`` of ``block`` (blocks end at line ends)."""
+        return self._lines + _line_ends(block[:pos]) + 1
+
+    def _cp1252(self, block: bytes, start: int) -> str:
         try:
             return block.decode("cp1252")
         except UnicodeDecodeError as err:
-            raise _not_text(f"byte {start + err.start} is neither UTF-8 nor cp1252 text") from err
+            at, line = start + err.start, self._line_of(block, err.start)
+            raise _not_text(
+                f"byte {at} (line {line}) is neither UTF-8 nor cp1252 text", line=line, byte=at
+            ) from err
+
+
+def _line_ends(text: bytes | str) -> int:
+    """Line ends in ``text``: LF, CRLF and a lone CR (old Mac files) each end one line."""
+    if isinstance(text, bytes):
+        return text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,37 +422,47 @@ def _check_header(names: list[str], label: str, header_line: int) -> None:
     seen: dict[str, int] = {}
     for n in names:
         seen[n] = seen.get(n, 0) + 1
-    duplicated = [n for n, c in seen.items() if c > 1]
+    duplicated = [shown(n, _SHOWN_NAME) for n, c in seen.items() if c > 1]
     if duplicated:
         raise DataError(
-            "duplicated column(s) in the header: " + ", ".join(repr(n) for n in duplicated),
+            "duplicated column(s) in the header: " + _listed([repr(n) for n in duplicated]),
             column=duplicated[0],
-            duplicated=duplicated,
+            duplicated=duplicated[:_LISTED],
             line=header_line,
             expected="each column once",
         )
     missing = [n for n in expected_cols if n not in seen]
-    unexpected = [n if n else f"(unnamed column {i + 1})" for i, n in enumerate(names) if n not in expected_cols]
+    unexpected = [
+        shown(n, _SHOWN_NAME) if n else f"(unnamed column {i + 1})"
+        for i, n in enumerate(names)
+        if n not in expected_cols
+    ]
     if not missing and not unexpected:
         return
     parts = []
     if missing:
-        parts.append("missing column(s): " + ", ".join(missing))
+        parts.append("missing column(s): " + _listed(missing))
     if unexpected:
-        parts.append("unknown column(s): " + ", ".join(unexpected))
+        parts.append("unknown column(s): " + _listed(unexpected))
     # A case slip is the likeliest cause of a missing name: point at it rather than say "missing".
     lower = {n.lower(): n for n in names}
     hints = [f"{lower[m.lower()]!r} should be {m!r}" for m in missing if m.lower() in lower]
     if hints:
-        parts.append("column names are case-sensitive: " + ", ".join(hints))
+        parts.append("column names are case-sensitive: " + _listed(hints))
     raise DataError(
         "; ".join(parts),
         column=(missing or unexpected)[0],
         missing=missing or None,
-        unexpected=unexpected or None,
+        unexpected=unexpected[:_LISTED] or None,
         line=header_line,
         expected=expected,
     )
+
+
+def _listed(items: list[str]) -> str:
+    """At most ``_LISTED`` items, then how many more (a header of 10,000 junk names stays short)."""
+    more = len(items) - _LISTED
+    return ", ".join(items[:_LISTED]) + (f" and {more} more" if more > 0 else "")
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,8 +544,9 @@ def _numeric_problem(name: str, cells: _Cells, bad: np.ndarray, lines: np.ndarra
     what = "an integer" if kind == "integer" else "a number"
     pos, count = cells.first(bad)
     line = int(lines[pos])
-    value = str(cells.uniques[cells.codes[pos]])
-    number = _float_or_none(value) if not _DECIMAL_COMMA.match(value) else None
+    full = str(cells.uniques[cells.codes[pos]])
+    value = shown(full)
+    number = _float_or_none(full) if not _DECIMAL_COMMA.match(full) else None
     if value == "":
         msg, expected = "value is missing", what
     elif _DECIMAL_COMMA.match(value):
@@ -522,7 +577,7 @@ def _numeric_problem(name: str, cells: _Cells, bad: np.ndarray, lines: np.ndarra
 def _label_problem(label: str, cells: _Cells, bad: np.ndarray, lines: np.ndarray) -> _Problem:
     pos, count = cells.first(bad)
     line = int(lines[pos])
-    value = str(cells.uniques[cells.codes[pos]])
+    value = shown(str(cells.uniques[cells.codes[pos]]))
     what = "is missing" if value == "" else f"{value!r} is not yes or no"
 
     def build(rows: int, at_least: bool) -> DataError:

@@ -108,14 +108,23 @@ def unsafe_name_reason(name: str) -> str | None:
     return None
 
 
+# Azure's longest blob name; Azurite does not enforce it.
+MAX_BLOB_NAME = 1024
+
+
 def rejected_name(name: str) -> str:
     """The name of a rejected file in rejected/: its own name, except that a name ending in
     ``.error.json`` would collide with the reason of the file named without that suffix (a
     rejected ``x`` writes ``x.error.json``), so such a file is kept as
-    ``reserved-name-<sha256 of the name>`` and its reason, which names the original, beside it."""
+    ``reserved-name-<sha256 of the name>`` and its reason, which names the original, beside it.
+    A name too long to carry the ``.error.json`` suffix within the blob name limit (1,024
+    characters) is kept as ``long-name-<sha256 of the name>`` the same way."""
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    if len(name) + len(ERROR_SUFFIX) > MAX_BLOB_NAME:
+        return f"long-name-{digest}"
     if not name.endswith(ERROR_SUFFIX):
         return name
-    return f"reserved-name-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    return f"reserved-name-{digest}"
 
 
 def _etag(value: Any) -> str:

@@ -184,6 +184,7 @@ def build_swagger(
                 "get": {
                     "operationId": "ServiceHealthCheck",
                     "description": "Simple health check endpoint to ensure the service is up at any given point.",
+                    "produces": ["text/plain"],
                     "responses": {
                         "200": {
                             "description": "If service is up and running, this response will be returned with the content 'Healthy'",

@@ -92,15 +92,34 @@ class ScoringRequest:
         return [_validate_row(row, i) for i, row in enumerate(self.data)]
 
 
-class _NonFiniteToken(ValueError):
+class _Unreadable:
+    """A number token no float64 holds: NaN/Infinity/-Infinity (not JSON) or an integer of more
+    than 4,300 digits (valid JSON that int() refuses). Kept in place by the reference parser, so
+    the row check names its column, row and (cut) token like any other bad value."""
+
+    __slots__ = ("token",)
+
     def __init__(self, token: str) -> None:
-        super().__init__(token)
         self.token = token
 
 
-def _refuse_constant(token: str) -> Any:
-    # json.loads accepts NaN/Infinity/-Infinity by default; they are not JSON and no model input.
-    raise _NonFiniteToken(token)
+def _keep_constant(token: str) -> _Unreadable:
+    return _Unreadable(token)
+
+
+def _parse_int(text: str) -> int | _Unreadable:
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+        return _Unreadable(text)
+
+
+_SHOWN_CHARS = 100
+
+
+def _shown(value: str) -> str:
+    """A value as an error quotes it: cut, so a 1 MB string never becomes a 1 MB answer or log line."""
+    return value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}... ({len(value):,} characters)"
 
 
 def _type_name(value: Any) -> str:
@@ -108,7 +127,7 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | _Unreadable):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -141,14 +160,7 @@ def _decode(body: bytes) -> Any:
     except UnicodeDecodeError as err:
         raise RequestError("body is not JSON: it is not UTF-8 text", field="body", position=err.start) from err
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except _NonFiniteToken as err:
-        raise RequestError(
-            f"body is not JSON: {err.token} is not a JSON value",
-            field="body",
-            value=err.token,
-            expected="a finite number",
-        ) from err
+        return json.loads(text, parse_constant=_keep_constant, parse_int=_parse_int)
     except json.JSONDecodeError as err:
         raise RequestError(
             f"body is not JSON: {err.msg} at line {err.lineno} column {err.colno}",
@@ -224,7 +236,10 @@ def _check_method(method: Any, field: str) -> None:
 
 def _bad_value(name: str, row: int, value: Any, expected: str, why: str) -> RequestError:
     # A null value is dropped from the details by BankmlError; "got" still says what was sent.
-    shown = value if isinstance(value, str | int | float | bool) or value is None else _type_name(value)
+    if isinstance(value, str):
+        shown: Any = _shown(value)
+    else:
+        shown = value if isinstance(value, int | float | bool) or value is None else _type_name(value)
     return RequestError(
         f"row {row}: column {name!r} {why}", field=name, row=row, value=shown, got=_type_name(value), expected=expected
     )
@@ -249,7 +264,7 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
                 row=index,
                 missing=missing,
             )
-        extra = sorted(k for k in row if k not in _COLUMNS)
+        extra = sorted(_shown(str(k)) for k in row if k not in _COLUMNS)
         raise RequestError(
             f"row {index}: unknown column {extra[0]!r}; only the 20 contract columns are accepted",
             field=extra[0],
@@ -264,6 +279,15 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
                 raise _bad_value(name, index, value, "string", f"must be a string, got {_type_name(value)}")
             out[name] = value
             continue
+        if isinstance(value, _Unreadable):
+            raise RequestError(
+                f"row {index}: column {name!r} must be a finite number, got {_shown(value.token)}",
+                field=name,
+                row=index,
+                value=_shown(value.token),
+                got="number",
+                expected=kind,
+            )
         # bool is a subclass of int in Python; JSON true/false are not numbers.
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             raise _bad_value(name, index, value, kind, f"must be {'an' if kind == 'integer' else 'a'} {kind}, got {_type_name(value)}")

@@ -25,9 +25,21 @@ def register_csv(ws: LocalWorkspace, csv: Path, name: str = "incoming/train.csv"
     return ws.register_dataset(parsed, source_blob=name, etag=name).version
 
 
+def _in_store(ws: LocalWorkspace, run_id: str, model_dir: Path | str) -> Path:
+    """The model copied into the store; a model dir that does not exist (a test of files gone
+    missing) stays missing there too."""
+    if Path(model_dir).exists():
+        return ws.store_model(run_id, model_dir)
+    return ws.run_dir(run_id) / "model"
+
+
 def completed_run(ws: LocalWorkspace, dataset_version: int, model_dir: Path | str, recorded_auc: float) -> str:
-    """A run as the training worker leaves it, with ``recorded_auc`` as its recorded held-out metric."""
+    """A run as the training worker leaves it, with ``recorded_auc`` as its recorded held-out metric.
+
+    The model is copied into the workspace's store (``<home>/runs/<run>/model``), as the worker
+    writes it: the workspace serves models from its own store only."""
     run = ws.submit_run(dataset_version, trigger="api")
+    model_dir = _in_store(ws, run.run_id, model_dir)
     ws.registry.update_run(
         run.run_id,
         status=COMPLETED,
@@ -66,6 +78,7 @@ def corrupt_model(real_model_dir: Path, out: Path) -> Path:
 
 def fake_live(ws: LocalWorkspace, run_id: str, model_dir: Path | str, name: str = "bankml-v1") -> None:
     """A live deployment row without a server: the gate only reads the registry and model files."""
+    model_dir = _in_store(ws, run_id, model_dir)
     with ws.registry.transaction() as db:
         db.execute(
             "INSERT INTO deployments (name, run_id, model_version, status, port, key, model_dir, metrics, created_at, live_at)"

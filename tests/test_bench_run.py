@@ -128,7 +128,7 @@ class Stack:
             run.run_id,
             status=COMPLETED,
             best={"metrics": {"AUC_weighted": auc}},
-            model_dir=str(self.model_dir),
+            model_dir=str(self.ws.store_model(run.run_id, self.model_dir)),
             ended_at=utcnow(),
         )
         # The gate re-scores both models on the same held-out rows; these are the same model, so a

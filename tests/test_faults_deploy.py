@@ -62,13 +62,15 @@ class Loop:
         self.ws, self.version, self.trained = ws, version, trained
         self.relay = Relay(ws.settings, ws)
 
-    def run_with_checksums(self, model_dir: Path, auc: float) -> str:
-        """A completed run as the worker records it: metrics and the files' SHA-256."""
+    def run_with_checksums(self, model_dir: Path, auc: float) -> tuple[str, Path]:
+        """A completed run as the worker records it: metrics and the files' SHA-256; returns the
+        run and its model's place in the workspace's store."""
         run_id = completed_run(self.ws, self.version, model_dir, auc)
         row = self.ws.registry.get_run(run_id)
         assert row is not None
-        self.ws.registry.update_run(run_id, best={**row["best"], "checksums": model_checksums(model_dir)})
-        return run_id
+        stored = Path(row["model_dir"])
+        self.ws.registry.update_run(run_id, best={**row["best"], "checksums": model_checksums(stored)})
+        return run_id, stored
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def loop(trained_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) 
     lp = Loop(ws, register_csv(ws, trained_model.csv), trained_model)
     model_dir = home / "models" / "live"
     shutil.copytree(trained_model.model_dir, model_dir)
-    assert ws.deploy_run(lp.run_with_checksums(model_dir, 0.8)).deployed
+    assert ws.deploy_run(lp.run_with_checksums(model_dir, 0.8)[0]).deployed
     try:
         yield lp
     finally:
@@ -95,8 +97,8 @@ def test_a_damaged_model_file_never_gets_a_server_and_the_live_model_keeps_servi
     assert live is not None
     model_dir = tmp_path / "model"
     shutil.copytree(loop.trained.model_dir, model_dir)
-    run_id = loop.run_with_checksums(model_dir, 0.999)  # recorded when it completed, intact
-    CORRUPTIONS[kind](model_dir)
+    run_id, stored = loop.run_with_checksums(model_dir, 0.999)  # recorded when it completed, intact
+    CORRUPTIONS[kind](stored)
     answers: list[int] = []
     stop = threading.Event()
 

@@ -347,6 +347,43 @@ def test_binary_or_undecodable_is_not_text(data: bytes, reason: str) -> None:
     assert err.message.startswith("not a text CSV file") and reason in err.message
 
 
+@pytest.mark.parametrize("chunk", [64, 4 << 20])
+def test_binary_and_undecodable_bytes_are_named_by_line_and_byte(chunk: int) -> None:
+    lines = PLAIN.split(b"\n")
+    at_line = 7  # file line 7 (row index 5)
+    cases = {
+        b"\x00": "NUL bytes",
+        b"\x81\x8d": "neither UTF-8 nor cp1252",
+    }
+    for bad, reason in cases.items():
+        data = b"\n".join([*lines[: at_line - 1], lines[at_line - 1][:10] + bad + lines[at_line - 1][10:], *lines[at_line:]])
+        err = rejected(data, chunk_bytes=chunk)
+        byte = data.index(bad)
+        assert reason in err.message and f"byte {byte} (line {at_line})" in err.message, err.message
+        assert (err.details["line"], err.details["byte"]) == (at_line, byte)
+    # after UTF-8 text, a cp1252 byte on a later line: a mixed file, named by line too
+    mixed = PLAIN.replace(b"admin.", "adm\u00efn.".encode(), 1) + b"41,\xe9\n"
+    err = rejected(mixed, chunk_bytes=64)
+    assert err.details["line"] == mixed.count(b"\n") and "different encodings" in err.message
+    utf16 = codecs.BOM_UTF16_LE + "age,job\nx,\ud800\n".encode("utf-16-le", "surrogatepass")
+    err = rejected(utf16)
+    assert err.details["line"] == 2 and "UTF-16" in err.message
+
+
+def test_huge_values_and_headers_are_cut_in_the_reason() -> None:
+    long = "9" * 100_000
+    err = rejected(render(with_cell(valid_rows(), 3, "duration", long)).encode())
+    assert (err.details["column"], err.details["line"]) == ("duration", line_of(3))
+    assert len(err.message) < 400 and len(str(err.details["value"])) < 200
+    assert str(err.details["value"]).startswith("9" * 100) and "100,000 characters" in str(err.details["value"])
+    junk = [f"junk{i}-" + "x" * 5000 for i in range(1000)]
+    head, *rows = render(valid_rows()).splitlines()
+    text = "\n".join([",".join([head, *junk]), *(",".join([r, *["1"] * len(junk)]) for r in rows)]) + "\n"
+    err = rejected(text.encode())
+    assert len(err.message) < 1000 and "and 992 more" in err.message, err.message[:300]
+    assert len(err.details["unexpected"]) == 8
+
+
 def test_header_only() -> None:
     assert rejected(render([]).encode()).message.startswith("no data rows")
     assert rejected((render([]) + "\n\n,,,,\n").encode()).message.startswith("no data rows")

@@ -50,8 +50,12 @@ def test_ingest_submits_one_run_per_dataset_version(ws: LocalWorkspace) -> None:
         ws.submit_run(99, trigger="ingest")
 
 
-def complete(ws: LocalWorkspace, run_id: str, auc: float | None, *, model_dir: str | None = "x") -> None:
+def complete(ws: LocalWorkspace, run_id: str, auc: float | None, *, model_dir: str | None = "store") -> None:
+    """The run completed with ``auc``; its model (absent: the gate's decisions here come before any
+    load, or fall back to the recorded metrics) is where the worker writes it, unless given."""
     metrics = {} if auc is None else {"AUC_weighted": auc}
+    if model_dir == "store":
+        model_dir = str(ws.run_dir(run_id) / "model")
     ws.registry.update_run(run_id, status=COMPLETED, best={"metrics": metrics}, model_dir=model_dir, ended_at=utcnow())
 
 

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import requests
 
+from devhost.events import EventBodyError, delivery_kind
 from devhost.host import FunctionHost
 
 if TYPE_CHECKING:
@@ -57,9 +59,8 @@ def test_subscription_validation_handshake(host: FunctionHost, records: Records,
     r = _post(host, doc, headers={"aeg-event-type": "SubscriptionValidation", "Content-Type": "application/json"})
     assert r.status_code == 200
     assert r.json() == {"validationResponse": code}
-    # also recognised by its eventType when the header says Notification (or is absent)
+    # also recognised by its eventType when the header says Notification
     assert _post(host, doc).json() == {"validationResponse": code}
-    assert _post(host, doc, headers={"Content-Type": "application/json"}).json() == {"validationResponse": code}
     assert records.events(doc[0]["id"]) == []  # no invocation
 
 
@@ -96,7 +97,8 @@ def test_envelope_keys_are_case_insensitive(host: FunctionHost, records: Records
 def test_cloudevent_single_object(host: FunctionHost, records: Records, case: Callable[[str], Any]) -> None:
     doc = case("blobcreated_cloudevent.json")
     event = dict(doc, id=f"ce-{uuid.uuid4()}")
-    headers = {"Content-Type": "application/cloudevents+json; charset=utf-8"}  # no aeg-event-type
+    # Event Grid sets aeg-event-type on CloudEvents deliveries too
+    headers = {"Content-Type": "application/cloudevents+json; charset=utf-8", "aeg-event-type": "Notification"}
     assert _post(host, event, headers=headers).status_code == 200
     (seen,) = records.events(event["id"])
     assert seen["cls"] == "EventGridEvent"
@@ -144,3 +146,24 @@ def test_admin_run_of_an_event_grid_function(host: FunctionHost, records: Record
     )
     assert r.status_code == 202
     records.wait_until(lambda: records.events(event["id"]), timeout=5)
+
+
+def test_delivery_kind_follows_the_aeg_event_type_header() -> None:
+    assert delivery_kind("Notification") == "Notification" == delivery_kind(" notification ")
+    assert delivery_kind("SubscriptionValidation") == "SubscriptionValidation"
+    assert delivery_kind("SubscriptionDeletion") == "SubscriptionDeletion" == delivery_kind("Unsubscribe")
+    for header in (None, "", "Notify", "x" * 500):
+        with pytest.raises(EventBodyError) as info:
+            delivery_kind(header)
+        assert "aeg-event-type" in str(info.value) and len(str(info.value)) < 200
+
+
+def test_a_delivery_without_aeg_event_type_is_400_and_runs_nothing(host: FunctionHost, records: Records) -> None:
+    for headers in ({"Content-Type": "application/json"}, {"Content-Type": "application/json", "aeg-event-type": "Other"}):
+        event = _event(f"noheader-{uuid.uuid4()}")
+        r = _post(host, [event], headers=headers)
+        assert r.status_code == 400 and "aeg-event-type" in r.text, (headers, r.status_code)
+        assert records.events(event["id"]) == []
+    blob = {**_event(f"noheader-{uuid.uuid4()}"), "eventType": "Microsoft.Storage.BlobCreated"}
+    r = requests.post(host.blob_webhook_url("on_blob"), json=[blob], timeout=10)
+    assert r.status_code == 400

@@ -73,8 +73,11 @@ def test_admin_level_needs_master_key(host: FunctionHost) -> None:
     assert r.text == "admin ok"
 
 
-def test_status_and_info_need_no_key(host: FunctionHost) -> None:
-    status = requests.get(f"{host.url}/admin/host/status", timeout=5).json()
+def test_status_needs_the_master_key_and_info_none(host: FunctionHost) -> None:
+    url = f"{host.url}/admin/host/status"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={"x-functions-key": host.keys.function_key}, timeout=5).status_code == 401
+    status = requests.get(url, headers={"x-functions-key": host.keys.master_key}, timeout=5).json()
     assert status["state"] == "Running"
     assert {"hello", "item", "echo", "boom", "adminonly", "whoami", "on_event", "on_blob", "tick"} <= set(
         status["functions"]

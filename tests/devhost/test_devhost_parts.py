@@ -141,7 +141,9 @@ def test_azurite_missing_package_says_run_make_install(tmp_path: Path) -> None:
 def test_disabled_function_is_not_run(make_host: Callable[..., FunctionHost]) -> None:
     h = make_host(container=f"disabled-{uuid.uuid4().hex[:10]}", env={"AzureWebJobs.whoami.Disabled": "true"}).start()
     try:
-        status = requests.get(f"{h.url}/admin/host/status", timeout=5).json()
+        status = requests.get(
+            f"{h.url}/admin/host/status", headers={"x-functions-key": h.keys.master_key}, timeout=5
+        ).json()
         assert {"whoami", "tick"} <= set(status["disabled"]) and "whoami" not in status["functions"]
         assert requests.get(f"{h.url}/api/whoami", timeout=5).status_code == 404
         assert (
@@ -164,10 +166,16 @@ def test_no_key_or_connection_string_is_logged(
         try:
             requests.get(f"{h.url}/api/hello/x", params={"code": h.keys.function_key}, timeout=5)
             requests.get(f"{h.url}/api/boom", headers={"x-functions-key": h.keys.master_key}, timeout=5)
+            notify = {"aeg-event-type": "Notification"}
             requests.post(
-                h.eventgrid_webhook_url("on_event"), json=[{"id": "l1", "eventType": "t", "data": {}}], timeout=5
+                h.eventgrid_webhook_url("on_event"),
+                json=[{"id": "l1", "eventType": "t", "data": {}}],
+                headers=notify,
+                timeout=5,
             )
-            requests.post(h.blob_webhook_url("on_blob"), json=[{"id": "l2", "eventType": "t", "data": {}}], timeout=5)
+            requests.post(
+                h.blob_webhook_url("on_blob"), json=[{"id": "l2", "eventType": "t", "data": {}}], headers=notify, timeout=5
+            )
             secrets = [h.keys.master_key, h.keys.function_key, *h.keys.system_keys.values()]
         finally:
             h.stop()

@@ -82,7 +82,7 @@ def start_stack(home: Path, env_extra: dict[str, str]) -> RunningStack:
         if proc.poll() is not None:
             raise AssertionError(f"bankml up exited: {log.read_text()[-4000:]}")
         try:
-            if requests.get(f"{stack.url}/admin/host/status", timeout=1).status_code == 200 and (home / "stack.json").exists():
+            if requests.get(f"{stack.url}/", timeout=1).status_code == 200 and (home / "stack.json").exists():
                 return stack
         except requests.RequestException:
             pass

@@ -163,6 +163,9 @@ def test_azurite_gone_for_20_s_ingest_completes_after_and_the_relay_keeps_servin
     during = result["status_during_outage"]
     assert during["storage"]["reachable"] is False and "storage unreachable" in during["storage"]["detail"]
     assert during["live_server"]["healthy"] is True
+    # `bankml status` (text) still works and says so, rather than crashing.
+    assert result["status_exit_during_outage"] == 0, result["status_text_during_outage"]
+    assert "storage: storage unreachable" in result["status_text_during_outage"]
     relay = result["relay_during_outage"]
     assert relay["requests"] > 0 and relay["by_status"] == {"200": relay["requests"]} and relay["wrong_answers"] == 0
     assert result["datasets_added"] == 1 and len(result["runs"]) == 1

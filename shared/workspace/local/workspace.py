@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -339,6 +340,9 @@ class LocalWorkspace:
                     f"run was submitted before run {newest['run_id']}, whose model was already deployed: "
                     "a late or out-of-order event never replaces a newer model with an older one",
                 )
+            outside = self._outside_store(run["model_dir"])
+            if outside:
+                return self._refuse(run_id, outside)
             live = self.registry.live_deployment()
             if live is None:
                 reason = f"first model: {metric_name} {candidate:.4f} >= minimum {minimum:.4f}"
@@ -411,7 +415,7 @@ class LocalWorkspace:
             # interpreter (LightGBM's loader calls abort() on a bad model string), and this is
             # the function host. A damaged file raises instead, and the gate falls back to the
             # recorded metrics; the deployment's own checks then refuse the file.
-            verify_model_files(model_dir, self._recorded_checksums(model_dir))
+            self._check_model_files(model_dir)
             model = training.load_model(model_dir)
             p_yes = model.predict_matrix(model.spec.encode_frame(rows))
             metrics = training._heldout_metrics(truth, p_yes, model.threshold)
@@ -419,6 +423,30 @@ class LocalWorkspace:
                 raise KeyError(f"training does not compute {self.settings.primary_metric}")
             scores.append(float(metrics[self.settings.primary_metric]))
         return scores[0], scores[1], len(heldout)
+
+    def store_model(self, run_id: str, model_dir: str | Path) -> Path:
+        """Copy a model trained elsewhere (a benchmark's, a test's) to where the training worker
+        writes a run's model, ``<home>/runs/<run>/model``, and return that path: the only
+        place models are served from. No copy when it is already there."""
+        dest = self.run_dir(run_id) / "model"
+        if Path(model_dir).resolve() != dest.resolve():
+            shutil.copytree(model_dir, dest, dirs_exist_ok=True)
+        return dest
+
+    def _outside_store(self, model_dir: str | Path) -> str | None:
+        """Why ``model_dir`` may not be served, or None: models are loaded only from this
+        workspace's own store (``<home>/runs/``), never from a path named anywhere else."""
+        store = (self.home / "runs").resolve()
+        if Path(model_dir).resolve().is_relative_to(store):
+            return None
+        return f"model dir {model_dir} is outside the workspace's model store {store}: refused"
+
+    def _check_model_files(self, model_dir: str | Path) -> None:
+        """Before any server or the gate loads a model: inside the store, files as recorded."""
+        outside = self._outside_store(model_dir)
+        if outside:
+            raise DeploymentError(outside, field="model_dir")
+        verify_model_files(model_dir, self._recorded_checksums(model_dir))
 
     def _recorded_checksums(self, model_dir: str | Path) -> dict[str, str] | None:
         """The SHA-256 of the files in ``model_dir`` as recorded by the run that wrote them."""
@@ -495,7 +523,7 @@ class LocalWorkspace:
     def _spawn(self, name: str, *, why: str = "deploy") -> int:
         """Start deployment ``name``'s server (after checking its model files); returns its PID."""
         row = next(x for x in self.registry.list_deployments() if x["name"] == name)
-        verify_model_files(row["model_dir"], self._recorded_checksums(row["model_dir"]))
+        self._check_model_files(row["model_dir"])
         pid = servers.start_model_server(
             model_dir=Path(row["model_dir"]),
             port=row["port"],
@@ -674,7 +702,7 @@ class LocalWorkspace:
             if time.monotonic() < not_before:
                 return
             try:
-                verify_model_files(row["model_dir"], self._recorded_checksums(row["model_dir"]))
+                self._check_model_files(row["model_dir"])
             except DeploymentError as err:
                 log.error("no warm standby for %s: %s", name, err.message)
                 self._standby_failures[name] = (failures + 1, time.monotonic() + STANDBY_RETRY_S)
