@@ -6,7 +6,7 @@ DATA   ?= https://automlsamplenotebookdata.blob.core.windows.net/automl-sample-n
 HOME_DIR ?= .bankml
 UV_PIN := uv==0.13.9
 
-.PHONY: install demo test lint up bench clean
+.PHONY: install demo test lint up bench bench-quick clean
 
 # The Python and the Node installs run side by side.
 install:
@@ -35,6 +35,14 @@ test: install
 
 up: install
 	$(BIN)/bankml up --home $(HOME_DIR)
+
+# Every benchmark, one at a time; rewrites docs/benchmarks.md (QUICK=1: the short run, under 5 min).
+BANKML_REAL_DATA ?= $(wildcard ../shared/data/bankmarketing_train.csv /work/shared/data/bankmarketing_train.csv)
+bench: install
+	BANKML_REAL_DATA="$(firstword $(BANKML_REAL_DATA))" $(BIN)/python -m benchmarks $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+bench-quick:
+	@$(MAKE) --no-print-directory bench QUICK=1
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

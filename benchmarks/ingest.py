@@ -200,5 +200,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The ingest section of docs/benchmarks.md."""
+    s, m = result["speed"], result["memory"]
+    t, p = s["ingest_s"], s["parse_s"]
+    rate = m["rows"] / m["total_s"] if m.get("total_s") else 0.0
+    real_rate = s["rows"] / t["median"] if t["median"] else 0.0
+    return "\n".join([
+        "What is timed is `ingest_blob` as the blob trigger calls it with the body in hand: validate and normalise "
+        "(`parse_csv`), register the dataset version (canonical CSV, profile, drift warnings) and submit its run, in a "
+        "fresh workspace each repeat (the first repeat warms imports and is not counted). The memory run goes through "
+        "the same call in a child process that reads the generated file as bytes first (the binding hands the "
+        "function the whole body); its peak RSS (`ru_maxrss`) includes imports and the input.",
+        "",
+        "| measure | figure |",
+        "|---|---:|",
+        f"| {s['source']}: {s['rows']:,} rows, {s['bytes'] / 1e6:.1f} MB, ingest time median of {s['repeats']} "
+        f"(min, max) | {t['median']:.3f} s ({t['min']:.3f}, {t['max']:.3f}); {real_rate:,.0f} rows/s |",
+        f"| of which validation (`parse_csv`), median | {p['median']:.3f} s |",
+        f"| generated file, {m['rows']:,} rows, {m['bytes'] / 1e6:.0f} MB: ingest time | {m['total_s']:.2f} s "
+        f"({rate:,.0f} rows/s) |",
+        f"| same: peak RSS of the child (`ru_maxrss`; VmHWM) | {m['peak_mb']:.0f} MB ({m.get('vmhwm_mb') or 0:.0f} MB) |",
+        f"| of which after imports, before reading the file | {m['baseline_mb']:.0f} MB |",
+        f"| rows/s at {m['rows']:,} rows against the real file's | {_ratio(rate, real_rate)} |",
+        "",
+        f"Targets of the ingest issue: real file < {TARGET_S:g} s ({'met' if t['median'] < TARGET_S else 'NOT met'}), "
+        f"peak < 1 GB ({'met' if m['peak_mb'] < TARGET_MB else 'NOT met'}). Memory stays flat because the file is "
+        "validated in blocks of about 4 MiB ending at a line end (`shared.ingest.CHUNK_BYTES`); what is kept is the "
+        "input, the normalised columns (8 bytes per cell) and the canonical CSV.",
+    ])
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
 if __name__ == "__main__":
     sys.exit(main())

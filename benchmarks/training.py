@@ -20,7 +20,8 @@ lands in ``incoming/``; the clock stops when ``POST /api/score`` through the fun
 200 from the new deployment.
 
 The data: ``--data`` or the ``BANKML_REAL_DATA`` environment variable (the real
-bankmarketing_train.csv); ``--quick`` uses one seed and a 20 s budget. Figures go to stdout (and
+bankmarketing_train.csv); ``--quick`` uses the fixed split (seed 0) and a 20 s budget; the full run the fixed split then seeds 1 and 2. The
+section rendered by ``markdown()`` compares on the fixed split and quotes Azure AutoML's published figures. Figures go to stdout (and
 ``--json``); the issue's targets are printed beside them, nothing fails on a number.
 """
 
@@ -40,6 +41,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_AUC = 0.950
 TARGET_ACCURACY = 0.918
+FIXED_SPLIT_SEED = 0  # the fixed stratified 20 % split every comparison is stated on
+# Azure AutoML's figures for this data, quoted (not measured here): the best model (VotingEnsemble)
+# of Azure AutoML on bankmarketing_train.csv as published for the Udacity "Operationalizing Machine
+# Learning" project, as quoted in this project's issue 9. /work/shared/docs holds no primary source.
+AZURE_AUTOML = {"AUC_weighted": 0.948, "accuracy": 0.918}
+AZURE_SOURCE = (
+    "Azure AutoML's VotingEnsemble on bankmarketing_train.csv as published for the Udacity \"Operationalizing "
+    "Machine Learning\" project, quoted in issue 9 (\"AUC_weighted about 0.948, held-out accuracy about 0.918\"); "
+    "quoted constants, not measured here, and on Azure's own split, not ours"
+)
 TARGET_LIVE_S = 90.0
 TARGET_RSS_MB = 2048.0
 
@@ -243,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy {'yes' if s['ours_accuracy'] > s['default_accuracy'] else 'no'}), "
         f"peak RSS < {TARGET_RSS_MB:.0f} MB ({'met' if s['peak_rss_mb_max'] < TARGET_RSS_MB else 'NOT met'})"
     )
-    report: dict[str, Any] = {"data": data.name, "seeds": seeds, "budget_s": budget, "rows": rows, "summary": summary}
+    report: dict[str, Any] = {"data": data.name, "seeds": seeds, "budget_s": budget, "rows": rows, "summary": summary,
+                              "azure_automl": AZURE_AUTOML, "azure_source": AZURE_SOURCE, "quick": args.quick}
     if args.loop:
         print("drop-to-live on the local stack ...", flush=True)
         report["loop"] = lp = loop(data, budget)
@@ -257,6 +269,75 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.4f}" if a is not None and b else "-"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The quality section of docs/benchmarks.md: the fixed split first, then the other seeds."""
+    rows = result.get("rows") or []
+    fixed = next((r for r in rows if r["seed"] == FIXED_SPLIT_SEED), rows[0] if rows else None)
+    if fixed is None:
+        return "No split was measured."
+    azure = result.get("azure_automl", AZURE_AUTOML)
+    o, d = fixed["ours"], fixed["default_lgbm"]
+    out = [
+        f"Held-out rows: the stratified 20 % split of `{result.get('data')}` with seed {fixed['seed']} (fixed: the "
+        "same rows every run); nothing is fitted, selected or tuned on them. Ours: `training.train` exactly as the "
+        f"training worker calls it, {result.get('budget_s', 0):g} s budget"
+        f"{' (quick mode; the app default is 60 s)' if result.get('quick') else ' (the app default)'}, in a fresh "
+        "process. Default LightGBM: `LGBMClassifier()` with its defaults (native categoricals, the same encoding) "
+        "fitted on the same 80 % in the same run, labels at 0.5.",
+        "",
+        "| on the fixed split | AUC_weighted | accuracy |",
+        "|---|---:|---:|",
+        f"| **ours** ({o['learner']}: {', '.join(o['members'])}; threshold {o['threshold']:.2f}) | "
+        f"**{o['AUC_weighted']:.4f}** | **{o['accuracy']:.4f}** (at 0.5: {o['accuracy_at_0.5']:.4f}) |",
+        f"| default LightGBM, same run | {d['AUC_weighted']:.4f} | {d['accuracy']:.4f} |",
+        f"| Azure AutoML, published (quoted) | {azure['AUC_weighted']:.3f} | {azure['accuracy']:.3f} |",
+        f"| ratio ours / default LightGBM | {_ratio(o['AUC_weighted'], d['AUC_weighted'])} | "
+        f"{_ratio(o['accuracy'], d['accuracy'])} |",
+        f"| ratio ours / Azure AutoML | {_ratio(o['AUC_weighted'], azure['AUC_weighted'])} | "
+        f"{_ratio(o['accuracy'], azure['accuracy'])} |",
+        "",
+        f"Ours trained in {fixed['ours_s']:.1f} s (peak RSS {fixed['peak_rss_mb']:.0f} MB, {o['trials']} trials, "
+        f"serving {o['serving']}; 2-row predict "
+        + ", ".join(f"{k} {v:.0f} µs" for k, v in fixed.get("predict_2rows_us", {}).items())
+        + f"); the default LightGBM fitted in {d['fit_s']:.1f} s.",
+        "",
+        f"Azure AutoML's figures: {result.get('azure_source', AZURE_SOURCE)}. A held-out accuracy on 6,590 rows has "
+        "a standard error of about 0.0034, so differences below about 0.007 are within noise; accuracy near 0.918 "
+        "is at the ceiling of this data (the best threshold an oracle could pick on the held-out rows reaches "
+        "0.917-0.919 for every model tried in session 1).",
+    ]
+    if len(rows) > 1:
+        s = result["summary"]
+        out += [
+            "",
+            "Other split seeds (each a fresh process, same budget):",
+            "",
+            "| split seed | ours AUC_weighted | ours accuracy | default LightGBM AUC / accuracy | ours / default AUC | "
+            "train s | peak RSS MB | trials |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            ro, rd = r["ours"], r["default_lgbm"]
+            out.append(
+                f"| {r['seed']}{' (fixed)' if r is fixed else ''} | {ro['AUC_weighted']:.4f} | {ro['accuracy']:.4f} | "
+                f"{rd['AUC_weighted']:.4f} / {rd['accuracy']:.4f} | {_ratio(ro['AUC_weighted'], rd['AUC_weighted'])} | "
+                f"{r['ours_s']:.1f} | {r['peak_rss_mb']:.0f} | {ro['trials']} |"
+            )
+        out.append(
+            f"| **mean** | {s['ours_AUC_weighted']:.4f} | {s['ours_accuracy']:.4f} | {s['default_AUC_weighted']:.4f} / "
+            f"{s['default_accuracy']:.4f} | {_ratio(s['ours_AUC_weighted'], s['default_AUC_weighted'])} | "
+            f"{s['train_s_mean']:.1f} | {s['peak_rss_mb_max']:.0f} (max) | |"
+        )
+    lp = result.get("loop")
+    if lp:
+        out += ["", "Drop-to-live (`--loop`): " + ", ".join(f"{k} {v}" for k, v in lp["marks_s"].items()) + " s."]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
