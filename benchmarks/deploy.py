@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.contract import TUTORIAL_CUSTOMERS
+from shared.loadgen import MAX_REQUESTS
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = json.dumps({"data": [dict(c) for c in TUTORIAL_CUSTOMERS]}, separators=(",", ":"))
@@ -207,7 +208,7 @@ def redeploy_under_load(stack: Any, version: int, model_dir: Path, *, clients: i
     job = {
         "url": f"{stack.url}/api/score", "method": "POST", "body": BODY, "concurrency": clients, "timeout_s": 30,
         "headers": {"x-functions-key": stack.host.keys.function_key, "Content-Type": "application/json"},
-        "max_requests": 100_000, "max_seconds": seconds,  # loadgen's upper bound
+        "max_requests": MAX_REQUESTS, "max_seconds": seconds,  # time-bound: loadgen's upper bound
     }
     proc = loadgen(job, wait=False)
     load_started = time.time()

@@ -52,6 +52,8 @@ from typing import Any, Protocol
 
 import requests
 
+from shared.loadgen import MAX_REQUESTS
+
 ROOT = Path(__file__).resolve().parents[1]
 VERSION_HEADER = "x-bankml-model-version"
 CONCURRENCY = 32
@@ -245,7 +247,7 @@ def start_load(url: str, key: str, body: str, *, seconds: float, concurrency: in
     job: dict[str, Any] = {
         "url": f"{url}/api/score", "method": "POST", "body": body, "concurrency": concurrency, "timeout_s": 60,
         "headers": {"x-functions-key": key, "Content-Type": "application/json"},
-        "max_requests": 100_000, "max_seconds": seconds, "record_header": VERSION_HEADER,
+        "max_requests": MAX_REQUESTS, "max_seconds": seconds, "record_header": VERSION_HEADER,
     }
     if expect is not None:
         job["expect_json"] = expect
@@ -283,6 +285,7 @@ def load_figures(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "requests": result["requests"],
         "seconds": result["duration_s"],
+        "stopped_by": result.get("stopped_by"),
         "req_per_s": round(result["requests"] / result["duration_s"], 1) if result["duration_s"] else None,
         "ok": result["ok"],
         "failed": failed,

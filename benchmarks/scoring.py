@@ -63,6 +63,7 @@ from typing import Any
 import requests
 
 from shared.contract import TUTORIAL_CUSTOMERS
+from shared.loadgen import MAX_REQUESTS
 
 logger = logging.getLogger("benchmarks.scoring")
 
@@ -259,7 +260,7 @@ def run_loadgen(load: Load, work: Path) -> Figures:
             "method": "POST",
             "headers": {"Content-Type": "application/json", **load.headers},
             "body": load.body.decode(),
-            "max_requests": min(load.max_requests, 100_000),
+            "max_requests": min(load.max_requests, MAX_REQUESTS),
             "max_seconds": load.seconds,
             "concurrency": load.concurrency,
             "timeout_s": 30.0,

@@ -82,7 +82,7 @@ def job(srv: _Server, path: str, **extra: Any) -> dict[str, Any]:
     return {
         "url": f"http://127.0.0.1:{srv.server_address[1]}{path}", "method": "POST", "body": "{}",
         "headers": {"x-functions-key": KEY, "Content-Type": "application/json"},
-        "max_requests": 100_000, "max_seconds": 2, "concurrency": 4, "timeout_s": 5, **extra,
+        "max_requests": loadgen.MAX_REQUESTS, "max_seconds": 2, "concurrency": 4, "timeout_s": 5, **extra,
     }
 
 

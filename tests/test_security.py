@@ -567,6 +567,24 @@ def test_a_deploy_of_a_model_outside_the_store_is_refused(trained_model: Trained
         ws.stop_servers()
 
 
+def test_storing_a_folder_that_holds_the_store_is_refused_not_recursed(tmp_path: Path) -> None:
+    """A model dir that contains the workspace's home (say, the home itself) cannot be copied into
+    its own subtree: a clear refusal instead of a RecursionError deep in copytree."""
+    from shared.config import Settings
+    from shared.errors import DeploymentError
+    from shared.workspace.local.workspace import LocalWorkspace
+
+    ws = LocalWorkspace(Settings.from_env({"BANKML_HOME": str(tmp_path / "home")}))
+    for holder in (tmp_path / "home", tmp_path):
+        with pytest.raises(DeploymentError, match="holds the workspace's model store"):
+            ws.store_model("run-x", holder)
+    assert not (ws.run_dir("run-x") / "model").exists()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    assert (ws.store_model("run-x", model) / "model.json").read_text() == "{}"
+
+
 # the names ingest would reject (or storage could not hold with its .error.json beside it)
 CLI_REFUSED = [n for n in HOSTILE_NAMES if unsafe_name_reason(n) is not None or len(n) > 1013]
 

@@ -132,7 +132,7 @@ def home_with_telemetry(tmp_path: Path) -> Path:
         "bankml-v2": [(now - timedelta(minutes=5, seconds=s), st, ms) for s, st, ms in ((3, 200, 2.0), (2, 200, 40.0), (1, 500, 7.0))],
     }
     for name, reqs in plan.items():
-        fake_live(ws, f"run-{name}", tmp_path, name=name)
+        fake_live(ws, f"run-{name}", tmp_path / "no-model-files", name=name)  # logs read no model
         ws.deploy_dir(name).mkdir(parents=True)
         t = RequestTelemetry(requests_file=ws.telemetry_file(name), metrics_file=None, deployment=name, model_version=int(name[-1]))
         for i, (at, status, ms) in enumerate(reqs):

@@ -202,6 +202,6 @@ def test_a_crashed_worker_fails_the_run(tmp_path: Path, eventgrid: tuple[str, li
     os.kill(pid, signal.SIGKILL)
     t.join(timeout=60)
     row = ws.registry.get_run(run.run_id)
-    assert row is not None and row["status"] == FAILED and "exited with code -9" in row["error"]
+    assert row is not None and row["status"] == FAILED and "exited with signal 9 (SIGKILL)" in row["error"]
     assert [e["eventType"] for e in events] == [RUN_STATUS_CHANGED]
     assert not ws.deploy_run(run.run_id).deployed

@@ -429,8 +429,16 @@ class LocalWorkspace:
         writes a run's model, ``<home>/runs/<run>/model``, and return that path: the only
         place models are served from. No copy when it is already there."""
         dest = self.run_dir(run_id) / "model"
-        if Path(model_dir).resolve() != dest.resolve():
-            shutil.copytree(model_dir, dest, dirs_exist_ok=True)
+        source = Path(model_dir).resolve()
+        if source == dest.resolve():
+            return dest
+        if dest.resolve().is_relative_to(source):
+            # copytree would copy the folder into itself until the path is too long.
+            raise DeploymentError(
+                f"model dir {model_dir} holds the workspace's model store: name the model's own folder",
+                field="model_dir",
+            )
+        shutil.copytree(source, dest, dirs_exist_ok=True)
         return dest
 
     def _outside_store(self, model_dir: str | Path) -> str | None:
