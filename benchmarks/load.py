@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import requests
 
 from shared.loadgen import MAX_REQUESTS
+from shared.workspace.local.stack import stack_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION_HEADER = "x-bankml-model-version"
@@ -123,11 +124,8 @@ def launch_stack(home: Path, env_extra: dict[str, str], *, timeout_s: float = 12
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"bankml up exited: {log.read_text()[-2000:]}")
-        try:
-            if requests.get(f"{stack.url}/admin/host/status", timeout=1).status_code == 200 and (home / "stack.json").exists():
-                return stack
-        except requests.RequestException:
-            pass
+        if stack_ready(home, stack.url):
+            return stack
         time.sleep(0.3)
     stop_stack(stack)
     raise RuntimeError(f"bankml up did not become ready: {log.read_text()[-2000:]}")

@@ -39,6 +39,7 @@ from typing import Any
 import requests
 
 from shared.contract import TUTORIAL_CUSTOMERS
+from shared.workspace.local.stack import stack_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = json.dumps({"data": [dict(c) for c in TUTORIAL_CUSTOMERS]})
@@ -83,12 +84,8 @@ class UpStack:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bankml up exited ({self.proc.returncode}): {self.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
-                # The host's info page (``/admin/host/status`` needs the master key) + stack.json, which
-                # `bankml up` writes once everything has started: what tests/e2e/conftest.py waits for.
-                r = requests.get(f"{self.url}/", timeout=1)
-                if r.status_code == 200 and (self.home / "stack.json").exists():
-                    return time.time() - self.started
+            if stack_ready(self.home, self.url):
+                return time.time() - self.started
             time.sleep(0.05)
         raise RuntimeError(f"bankml up was not ready within {timeout_s:.0f} s: {self.log_tail()}")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+
+from shared.workspace.local.stack import stack_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,11 +82,8 @@ def start_stack(home: Path, env_extra: dict[str, str]) -> RunningStack:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"bankml up exited: {log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{stack.url}/", timeout=1).status_code == 200 and (home / "stack.json").exists():
-                return stack
-        except requests.RequestException:
-            pass
+        if stack_ready(home, stack.url):
+            return stack
         time.sleep(0.3)
     stop_stack(stack)
     raise AssertionError(f"bankml up did not become ready: {log.read_text()[-4000:]}")

@@ -25,6 +25,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 STACK_FILE = "stack.json"
 
 
+def stack_ready(home: Path, url: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``bankml up`` on ``home`` is ready: it wrote stack.json (after everything started)
+    and the function host at ``url`` answers ``GET /`` (anonymous; ``/admin/host/status`` needs
+    the master key). What every launcher of ``bankml up`` (tests, benchmarks) waits for."""
+    import requests
+
+    if not (home / STACK_FILE).exists():
+        return False
+    try:
+        return requests.get(f"{url}/", timeout=timeout_s).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def read_stack(home: Path) -> dict[str, Any] | None:
     """The running stack of a data dir, or None when none is running."""
     path = home / STACK_FILE

@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ import pandas as pd
 from shared.contract import BY_NAME, FEATURE_NAMES, LABEL_VALUES
 from shared.errors import TrainingError
 from shared.features import FeatureSpec
+from shared.workspace.local import compiled
 
 logger = logging.getLogger(__name__)
 
@@ -1045,9 +1047,17 @@ def train(
 
     for stale in (ONNX_FILE, META_FILE):  # a model dir written before must not keep an old graph
         (out_dir / stale).unlink(missing_ok=True)
+    compiled.remove_stale(out_dir)
     joblib.dump(estimator, out_dir / MODEL_FILE)
-    portable = _portable(estimator, X[heldout_idx], out_dir)
+    # The LightGBM members compile (LLVM releases the GIL) while the ONNX graph and plots are made.
+    X_check = np.vstack([X[heldout_idx], _probe(X.shape[1])])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile") as pool:
+        compiling = pool.submit(compiled.compile_model, estimator, X_check, _positive_proba(estimator, X_check),
+                                out_dir, ONNX_TOLERANCE)
+        portable = _portable(estimator, X[heldout_idx], out_dir)
+        compiled_info = compiling.result()
     artifacts = [MODEL_FILE, META_FILE] + ([ONNX_FILE] if portable["onnx"] else [])
+    artifacts += compiled.artifact_names(compiled_info.get("compiled"))
     artifacts += _plots(y[heldout_idx], p_heldout, metrics, threshold, out_dir)
     artifacts += _child_run_table(trials, best_iteration, out_dir)
     learner = members[0].learner if len(members) == 1 else ENSEMBLE_NAME
@@ -1084,6 +1094,7 @@ def train(
         "serving": portable["serving"],
         "onnx": portable["onnx"],
         **{k: v for k, v in portable.items() if k not in ("serving", "onnx")},
+        **compiled_info,
         "library_versions": _library_versions(),
         "dataset_version": dataset_version,
         "run_id": run_id,
@@ -1144,13 +1155,22 @@ class LoadedModel:
     labels: tuple[str, str]
     meta: dict[str, Any]
     session: Any = None  # an onnxruntime session when the ONNX graph serves
+    compiled: Any = None  # shared.workspace.local.compiled.CompiledModel: large batches
 
     @property
     def serving(self) -> str:
+        """What scores small requests: "onnx" or "native"."""
         return "onnx" if self.session is not None else "native"
+
+    @property
+    def batch_serving(self) -> str:
+        """What scores requests of ``COMPILED_MIN_ROWS`` rows and more."""
+        return "compiled" if self.compiled is not None else self.serving
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray:
         """p(yes) for an encoded matrix."""
+        if self.compiled is not None and X.shape[0] >= compiled.COMPILED_MIN_ROWS:
+            return self.compiled.predict(X)
         if self.session is not None:
             return _onnx_proba_parallel(self.session, X)
         return _positive_proba(self.estimator, X)
@@ -1194,6 +1214,7 @@ def load_model(model_dir: Path | str, *, prefer: str | None = None) -> LoadedMod
         except Exception as err:  # noqa: BLE001 - the native model is there to serve
             logger.warning("could not load %s, the native model serves: %s", onnx_path, type(err).__name__)
     labels = tuple(meta.get("labels") or LABEL_VALUES)
+    fast = compiled.load(model_dir, meta, estimator) if prefer is None else None
     return LoadedModel(
         estimator=estimator,
         spec=FeatureSpec.from_dict(meta["features"]),
@@ -1201,4 +1222,5 @@ def load_model(model_dir: Path | str, *, prefer: str | None = None) -> LoadedMod
         labels=(str(labels[0]), str(labels[1])),
         meta=meta,
         session=session,
+        compiled=fast,
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 from shared.errors import TrainingError
 from shared.workspace.base import COMPLETED, FAILED
+from shared.workspace.local.compiled import PREFIX as COMPILED_PREFIX
 from shared.workspace.local.registry import Registry, utcnow
 
 log = logging.getLogger("bankml.worker")
@@ -58,13 +59,14 @@ def _budget(parameters: dict[str, Any]) -> float:
 
 # The files a model server loads; their SHA-256 is recorded with the run and checked before every
 # start of a server on them (shared.workspace.local.workspace.verify_model_files).
-SERVED_FILES = ("model.pkl", "model.json", "model.onnx")
+SERVED_FILES = ("model.pkl", "model.json", "model.onnx")  # and the compiled trees (compiled-*)
 
 
 def model_checksums(model_dir: Path) -> dict[str, str]:
     """SHA-256 of each served file present in ``model_dir``."""
     out = {}
-    for name in SERVED_FILES:
+    names = [*SERVED_FILES, *sorted(p.name for p in model_dir.glob(f"{COMPILED_PREFIX}*"))]
+    for name in names:
         path = model_dir / name
         if path.is_file():
             digest = hashlib.sha256()
