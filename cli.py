@@ -15,6 +15,7 @@ from typing import Any
 
 # Longest blob name Azure Storage accepts; `rejected/<name>.error.json` must fit beside a rejected file.
 MAX_BLOB_NAME = 1024 - len(".error.json")
+DROP_STORAGE_WAIT_S = 5.0  # `bankml drop`: how long a storage that does not answer may take to come back
 DEFAULT_DATA_URL = (
     "https://automlsamplenotebookdata.blob.core.windows.net/automl-sample-notebook-data/bankmarketing_train.csv"
 )
@@ -120,6 +121,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
     if reason is not None:
         raise SystemExit(f"bankml: {reason}: {shown(name, 80)!r}; choose another --name")
     info = _need_stack(args.home)
+    _need_storage(int(info["azurite_port"]))
     service = BlobServiceClient.from_connection_string(_connection(args.home, info))
     client = service.get_container_client("incoming")
     if not client.exists():
@@ -131,6 +133,23 @@ def cmd_drop(args: argparse.Namespace) -> int:
     if args.no_wait:
         return 0
     return _wait_for_outcome(args.home, service, name, etag, args.wait)
+
+
+def _need_storage(port: int, *, wait_s: float = DROP_STORAGE_WAIT_S) -> None:
+    """Fail at once, saying why, when the stack's storage does not answer (rather than the storage
+    client's retries for over a minute); a killed Azurite that the stack is restarting gets
+    ``wait_s`` to come back."""
+    from shared.workspace.local.workspace import probe_storage
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        probe = probe_storage(port)
+        if probe["reachable"]:
+            return
+        if time.monotonic() >= deadline:
+            raise SystemExit(f"bankml: {probe['detail']} ({probe['endpoint']}); nothing was uploaded. "
+                             "`bankml status` shows the stack's services")
+        time.sleep(0.5)
 
 
 def _has_receipt(home: Path, name: str, etag: str) -> bool:

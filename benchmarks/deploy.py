@@ -258,7 +258,7 @@ def ms(v: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.deploy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about 40 s of load (1-2 switches) instead of 2 min")
+    parser.add_argument("--quick", action="store_true", help="about 40 s of load (1-2 switches) instead of 75 s (3-4)")
     parser.add_argument("--model-dir", type=Path, help="use this trained model (model.pkl + model.json)")
     parser.add_argument("--csv", type=Path, help="with --model-dir: the CSV it was trained on (default: generated rows)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients during the redeploys (default 16)")
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         local_workspace.DRAIN_GRACE_S = 0.0  # SIGTERM then SIGKILL at once: in-flight requests are cut
         print("control run: no draining", flush=True)
 
-    seconds = 40.0 if args.quick else 120.0
+    seconds = 40.0 if args.quick else 75.0  # the full run: 3-4 switches; `make bench` stays under 30 min
     with tempfile.TemporaryDirectory(prefix="bankml-bench-deploy-") as tmp:
         work = Path(tmp)
         if args.model_dir:

@@ -61,6 +61,7 @@ class Bench:
     timeout_s: float = 1800.0
     quick_timeout_s: float = 600.0
     args: tuple[str, ...] = ()
+    in_quick: bool = True  # False: the full run only (the robustness benchmarks, minutes each)
 
     def command(self, json_path: Path, *, quick: bool) -> list[str]:
         cmd = [sys.executable, "-m", self.module, "--json", str(json_path), *self.args]
@@ -76,10 +77,14 @@ PLAN: tuple[Bench, ...] = (
     Bench("scale", "benchmarks.scale", "Scale: training cost against rows, batch scoring", timeout_s=1200),
     Bench("ingest", "benchmarks.ingest", "Ingest: the real file, and a million generated rows", timeout_s=600),
     Bench("startup", "benchmarks.startup", "Startup: `bankml up`, and a deployment's first answer", timeout_s=600),
-    Bench("deploy", "benchmarks.deploy", "Deployments: redeploys under load, telemetry cost", timeout_s=900),
-    Bench("bench_reports", "benchmarks.bench_reports", "Benchmark reports (the timer's run)", timeout_s=600),
-    Bench("load", "benchmarks.load", "Load", timeout_s=1200),
-    Bench("faults", "benchmarks.faults", "Faults", timeout_s=1200),
+    # Robustness (faults, load, safe deployments): in the full run only, so that --quick, the
+    # comparison with the peers above, stays under 5 minutes.
+    Bench("deploy", "benchmarks.deploy", "Deployments: redeploys under load, telemetry cost", timeout_s=900,
+          in_quick=False),
+    Bench("bench_reports", "benchmarks.bench_reports", "Benchmark reports (the timer's run)", timeout_s=600,
+          in_quick=False),
+    Bench("load", "benchmarks.load", "Load", timeout_s=1200, in_quick=False),
+    Bench("faults", "benchmarks.faults", "Faults", timeout_s=1200, in_quick=False),
 )
 
 
@@ -376,7 +381,8 @@ def render(info: RunInfo, outcomes: list[Outcome], skipped: list[Bench]) -> str:
         lines.append(f"| {i} | [{o.bench.title}](#{_anchor(i, o.bench.title)}) | {status} | {fmt_duration(o.wall_s)} | "
                      f"{_load(o.load_before)} | {_load(o.load_after)} |")
     for b in skipped:
-        lines.append(f"| | {b.title} | not run (`{b.module}` {'not present' if not available(b) else 'skipped'}) | | | |")
+        why = "not present" if not available(b) else "full run only" if mode == "quick" and not b.in_quick else "skipped"
+        lines.append(f"| | {b.title} | not run (`{b.module}` {why}) | | | |")
     lines.append("")
     for o in outcomes:
         lines += [o.section.rstrip(), ""]
@@ -432,13 +438,14 @@ def rerender(out_dir: Path, doc: Path) -> int:
 # --------------------------------------------------------------------------- main
 
 
-def select(plan: Sequence[Bench], only: list[str], skip: list[str]) -> tuple[list[Bench], list[Bench]]:
+def select(plan: Sequence[Bench], only: list[str], skip: list[str], *, quick: bool = False) -> tuple[list[Bench], list[Bench]]:
     unknown = [n for n in only + skip if n not in {b.name for b in plan}]
     if unknown:
         raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(b.name for b in plan)}")
     chosen, left = [], []
     for b in plan:
-        wanted = (not only or b.name in only) and b.name not in skip
+        # --quick leaves out the full-run-only benchmarks unless --only names them.
+        wanted = (not only or b.name in only) and b.name not in skip and (not quick or b.in_quick or b.name in only)
         (chosen if wanted and available(b) else left).append(b)
     return chosen, left
 
@@ -462,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
     plan: tuple[Bench, ...] = PLAN
     if args.module:
         plan = tuple(Bench(m.rsplit(".", 1)[-1], m, m, timeout_s=600, quick_timeout_s=600) for m in args.module)
-    chosen, skipped = select(plan, [n for n in args.only.split(",") if n], [n for n in args.skip.split(",") if n])
+    chosen, skipped = select(plan, [n for n in args.only.split(",") if n], [n for n in args.skip.split(",") if n],
+                             quick=args.quick)
     out_dir = args.out or Path(tempfile.mkdtemp(prefix="bankml-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])])

@@ -224,6 +224,26 @@ class Azurite:
                 return
             proc.wait(timeout=timeout)
 
+    def exited(self) -> int | None:
+        """The exit status of the started process once it has ended (None while it runs)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def restart_if_exited(self) -> bool:
+        """Start Azurite again, on the same port with the same data, when its process has ended
+        (killed, crashed); True when it was restarted. Acknowledged blobs are on disk under the
+        location folder, so a restart serves them again."""
+        proc = self._proc
+        if proc is None or proc.poll() is None or self._port is None:
+            return False
+        code = proc.returncode
+        name, key = self._get_account()
+        env = dict(os.environ)
+        env["AZURITE_ACCOUNTS"] = f"{name}:{key}"
+        logger.warning("Azurite (pid %d) exited with %s; starting it again on port %d", proc.pid,
+                       f"signal {-code}" if code < 0 else f"code {code}", self._port)
+        self._spawn(self._port, env)  # raises AzuriteError when it cannot start (the caller retries)
+        return True
+
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
         if proc is None:

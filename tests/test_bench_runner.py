@@ -173,3 +173,16 @@ def test_plan_order_and_own_modules_render() -> None:
     for name in ("training", "stages", "scale", "ingest", "startup", "deploy", "bench_reports"):
         module = importlib.import_module(f"benchmarks.{name}")
         assert callable(getattr(module, "markdown", None)), name
+
+
+def test_quick_runs_the_peer_comparison_and_leaves_the_full_run_only_benchmarks_out() -> None:
+    chosen, left = runner.select(runner.PLAN, [], [], quick=True)
+    assert [b.name for b in chosen] == ["training", "stages", "scoring", "scale", "ingest", "startup"]
+    assert {b.name for b in left} == {"deploy", "bench_reports", "load", "faults"}
+    full, none_left = runner.select(runner.PLAN, [], [])
+    assert [b.name for b in full] == [b.name for b in runner.PLAN] and none_left == []
+    # named with --only, a full-run-only benchmark runs in quick mode too
+    assert [b.name for b in runner.select(runner.PLAN, ["load"], [], quick=True)[0]] == ["load"]
+    info = runner.RunInfo(started=datetime.now(UTC), mode="quick", command="python -m benchmarks --quick")
+    text = runner.render(info, [], left)
+    assert text.count("full run only") == 4

@@ -211,3 +211,26 @@ def test_rejected_names_never_overwrite_each_other(settings: Settings) -> None:
     record_b = json.loads(rejected.download_blob(f"{base}.error.json").readall())
     assert record_b["blob"] == f"incoming/{base}"  # x's reason, not x.error.json's copy
     assert rejected_name("plain.csv") == "plain.csv"
+
+
+def test_bankml_drop_with_storage_down_says_so_at_once_and_uploads_nothing(tmp_path: Path) -> None:
+    """A stack whose Azurite does not answer (a port nothing listens on): `bankml drop` names the
+    unreachable storage within its short wait instead of the storage client's minute of retries."""
+    import socket
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    (home / "stack.json").write_text(json.dumps({"pid": os.getpid(), "url": "http://127.0.0.1:1", "azurite_port": dead_port}))
+    csv = tmp_path / "d.csv"
+    csv.write_bytes(canonical_csv(generate_frame(120, seed=1)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "drop", str(csv), "--home", str(home)], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode != 0
+    assert "storage unreachable" in proc.stderr and f"127.0.0.1:{dead_port}" in proc.stderr
+    assert "nothing was uploaded" in proc.stderr and "Traceback" not in proc.stderr
+    assert "uploaded" not in proc.stdout

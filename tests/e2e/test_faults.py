@@ -157,9 +157,9 @@ def test_a_hung_model_server_is_killed_and_restarted(faults: Faults, load: Load)
 
 def test_azurite_gone_for_20_s_ingest_completes_after_and_the_relay_keeps_serving(faults: Faults, load: Load) -> None:
     result = storage_outage(
-        faults.stack, load, faults.csv(8), "during-outage.csv", seconds=20, mode="kill", started=faults.extra
+        faults.stack, load, faults.csv(8), "during-outage.csv", seconds=20, mode="stop", started=faults.extra
     )
-    print(f"\nAzurite SIGKILL for 20 s: {json.dumps(result)}")
+    print(f"\nAzurite SIGSTOP for 20 s: {json.dumps(result)}")
     during = result["status_during_outage"]
     assert during["storage"]["reachable"] is False and "storage unreachable" in during["storage"]["detail"]
     assert during["live_server"]["healthy"] is True
@@ -172,6 +172,23 @@ def test_azurite_gone_for_20_s_ingest_completes_after_and_the_relay_keeps_servin
     assert faults.stack.status()["services"]["storage"]["reachable"] is True
     # Ingest saw the outage (the stack was paused until storage was gone) and went on afterwards.
     assert "blob scan of incoming failed" in faults.log()
+
+
+def test_azurite_killed_is_started_again_by_the_stack_and_ingest_completes(faults: Faults, load: Load) -> None:
+    before = json.loads((faults.stack.home / "stack.json").read_text())
+    result = storage_outage(
+        faults.stack, load, faults.csv(13), "azurite-killed.csv", seconds=0, mode="kill", started=faults.extra
+    )
+    print(f"\nAzurite SIGKILL, restarted by the stack: {json.dumps(result)}")
+    after = json.loads((faults.stack.home / "stack.json").read_text())
+    # the same port (clients keep their connection strings), a new process, recorded in stack.json
+    assert after["azurite_port"] == before["azurite_port"] and after["azurite_pid"] == result["restarted_azurite_pid"]
+    assert pid_alive(after["azurite_pid"]) and not pid_alive(before["azurite_pid"])
+    assert result["datasets_added"] == 1 and len(result["runs"]) == 1  # the blob waiting in storage was not lost
+    relay = result["relay_during_outage"]
+    assert relay["wrong_answers"] == 0 and set(relay["by_status"]) <= {"200"}
+    assert faults.stack.status()["services"]["storage"]["reachable"] is True
+    assert "Azurite (pid" in faults.log() and "starting it again on port" in faults.log()
 
 
 def test_a_killed_training_worker_fails_the_run_and_nothing_deploys(faults: Faults, load: Load) -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
-from devhost.azurite import Azurite
+from devhost.azurite import Azurite, AzuriteError
 from devhost.host import FunctionHost
 from devhost.keys import HostKeys
 from shared.config import SETTINGS, Settings
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 STACK_FILE = "stack.json"
+STORAGE_CHECK_S = 1.0  # how often `bankml up` checks that its Azurite still runs
+STORAGE_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits after failed restarts of Azurite
 
 
 def stack_ready(home: Path, url: str, timeout_s: float = 1.0) -> bool:
@@ -71,6 +74,9 @@ class LocalStack:
         self.agent: Agent | None = None
         self.workspace: LocalWorkspace | None = None
         self.supervisor: Supervisor | None = None  # restarts a live model server that died
+        self.storage_supervisor: Supervisor | None = None  # restarts Azurite when it dies
+        self._storage_retry_at = 0.0
+        self._storage_failures = 0
 
     @property
     def url(self) -> str:
@@ -101,6 +107,7 @@ class LocalStack:
                 f"a stack already runs for {self.home} (pid {running['pid']}, {running.get('url')}); stop it first",
                 setting="--home",
             )
+        self._started_at = utcnow()
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)  # the data dir holds keys: this user's only
         self._clean_orphans()
@@ -122,30 +129,53 @@ class LocalStack:
                 {name: self.host.eventgrid_webhook_url(name) for name in self.host.eventgrid_functions()}
             )
             self.workspace.reconcile()
-            self.agent = Agent(self.home, system_key=keys.system_key("eventgrid_extension"))
+            self.agent = Agent(self.home, system_key=keys.system_key("eventgrid_extension"), grace_s=settings.worker_grace_s)
             self.agent.start()
             self.supervisor = Supervisor(self.workspace.supervise, interval_s=settings.liveness_interval_s).start()
-            (self.home / STACK_FILE).write_text(
-                json.dumps(
-                    {
-                        "pid": os.getpid(),
-                        "url": self.url,
-                        "port": self.port,
-                        "azurite_port": self.azurite.port,
-                        "azurite_pid": self.azurite.pid,
-                        # Non-secret settings as this stack runs with them (`bankml bench` uses them).
-                        "settings": {
-                            s.env: os.environ[s.env] for s in SETTINGS.values() if not s.secret and s.env in os.environ
-                        },
-                        "started_at": utcnow(),
-                    }
-                )
-            )
+            self._write_stack_file()
+            self.storage_supervisor = Supervisor(self._keep_storage, interval_s=STORAGE_CHECK_S,
+                                                 name="bankml-azurite").start()
         except BaseException:
             self.stop()
             raise
         log.info("local stack up: function host %s, Azurite blob port %d", self.url, self.azurite.port)
         return self
+
+    def _keep_storage(self) -> None:
+        """Azurite that died (killed, crashed) is started again on its port, with back-off when it
+        cannot start; the blob scanner and ingest's retries pick up what waited meanwhile."""
+        azurite = self.azurite
+        if azurite is None or azurite.exited() is None or time.monotonic() < self._storage_retry_at:
+            return
+        try:
+            azurite.restart_if_exited()
+        except AzuriteError as err:
+            self._storage_failures += 1
+            wait = STORAGE_BACKOFF_S[min(self._storage_failures, len(STORAGE_BACKOFF_S)) - 1]
+            self._storage_retry_at = time.monotonic() + wait
+            log.error("Azurite could not be started again (%s); next try in %g s", err, wait)
+            return
+        self._storage_failures = 0
+        self._write_stack_file()
+
+    def _write_stack_file(self) -> None:
+        assert self.azurite is not None
+        (self.home / STACK_FILE).write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "url": self.url,
+                    "port": self.port,
+                    "azurite_port": self.azurite.port,
+                    "azurite_pid": self.azurite.pid,
+                    # Non-secret settings as this stack runs with them (`bankml bench` uses them).
+                    "settings": {
+                        s.env: os.environ[s.env] for s in SETTINGS.values() if not s.secret and s.env in os.environ
+                    },
+                    "started_at": self._started_at,
+                }
+            )
+        )
 
     def _clean_orphans(self) -> None:
         """A stack killed with SIGKILL leaves its Azurite running (and its port taken): end it.
@@ -168,6 +198,8 @@ class LocalStack:
         path.unlink(missing_ok=True)
 
     def stop(self) -> None:
+        if self.storage_supervisor:
+            self.storage_supervisor.stop()
         if self.supervisor:
             self.supervisor.stop()
         if self.agent:
