@@ -81,6 +81,40 @@ MAX_CLIENT_ID = 128
 OVERLAP_BYTES = 256 * 1024
 
 
+class ThrottledLog:
+    """At most ``limit`` warnings per ``window_s``; the rest are counted and summed up in one line
+    when the next window opens (an outage under load gave thousands of lines a second)."""
+
+    def __init__(self, logger: logging.Logger, *, limit: int = 5, window_s: float = 10.0) -> None:
+        self.logger = logger
+        self.limit = limit
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._window_start = -window_s
+        self._count = 0
+        self._suppressed = 0
+
+    def warn(self, msg: str, *args: Any) -> bool:
+        """Log the warning unless the window's limit is reached; True when it was logged."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window_start >= self.window_s:
+                suppressed, self._suppressed = self._suppressed, 0
+                self._window_start, self._count = now, 0
+                if suppressed:
+                    self.logger.warning("... %d more such warnings in the last %g s were not logged",
+                                        suppressed, self.window_s)
+            if self._count >= self.limit:
+                self._suppressed += 1
+                return False
+            self._count += 1
+        self.logger.warning(msg, *args)
+        return True
+
+
+_UPSTREAM_WARNINGS = ThrottledLog(log)
+
+
 @dataclass
 class RelayAnswer:
     status: int
@@ -419,7 +453,7 @@ class Relay:
             if isinstance(err, UpstreamUnavailable | NoLiveDeployment):
                 headers["Retry-After"] = str(RETRY_AFTER_S)
             if err.status >= 500:
-                log.warning("scoring request %s: %s %s", request_id, err.status, err.message)
+                _UPSTREAM_WARNINGS.warn("scoring request %s: %s %s", request_id, err.status, err.message)
             return RelayAnswer(err.status, encode_json(err.to_dict()), headers)
 
     def _call(self, dep: Any, early: Future[_Upstream] | None, body: bytes, request_id: str) -> tuple[Any, _Upstream]:

@@ -479,3 +479,24 @@ def test_zz_upstream_down_is_503_with_retry_after(stack: Stack) -> None:
     r = stack.score({"data": customers()})
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     assert r.json()["error"]["code"] == "upstream_unavailable"
+
+
+def test_upstream_warnings_are_throttled_with_a_count_of_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    """An outage under load must not write a line per failed request: a few per window, then a sum."""
+    import logging
+
+    from shared.relay import ThrottledLog
+
+    logger = logging.getLogger("test.throttled")
+    throttled = ThrottledLog(logger, limit=3, window_s=0.2)
+    with caplog.at_level(logging.WARNING, logger="test.throttled"):
+        logged = [throttled.warn("request %d failed", i) for i in range(50)]
+        assert logged == [True] * 3 + [False] * 47
+        import time as _time
+
+        _time.sleep(0.25)
+        assert throttled.warn("request %d failed", 50)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[:3] == ["request 0 failed", "request 1 failed", "request 2 failed"]
+    assert "... 47 more such warnings in the last 0.2 s were not logged" in lines
+    assert lines[-1] == "request 50 failed"
