@@ -137,6 +137,7 @@ class Load:
     timeout_s: float = 60.0
     answers: list[Answer] = field(default_factory=list)
     payloads: list[list[dict[str, Any]]] = field(default_factory=list)
+    models: dict[str | None, Any] = field(default_factory=dict)  # version -> its model, for the checks
 
     def __post_init__(self) -> None:
         from shared.contract import FEATURE_NAMES
@@ -198,10 +199,11 @@ class Load:
         return min(oks) if oks else None
 
     def wrong_answers(self, answers: list[Answer]) -> list[dict[str, Any]]:
-        """200 answers whose labels differ from the answering model's own prediction."""
+        """200 answers whose labels differ from the answering model's own prediction (each version's
+        model is loaded once, when it first answered, and kept: a test may damage its files later)."""
         from shared.workspace.local.training import load_model
 
-        models: dict[str, Any] = {}
+        models = self.models
         wrong = []
         for a in answers:
             if a.status != 200:
