@@ -213,8 +213,22 @@ def _fmt_metrics(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), int | float))
 
 
+def _poisoned_blobs(home: Path) -> list[dict[str, Any]]:
+    """Blob versions whose function failed every retry (the function host retries them later)."""
+    from devhost.store import DB_FILE, HostStore
+
+    if not (home / DB_FILE).exists():
+        return []
+    store = HostStore(home)
+    try:
+        return store.poisoned()
+    finally:
+        store.close()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = _workspace(args.home).status()
+    status["poisoned_blobs"] = _poisoned_blobs(args.home)
     if args.json:
         print(json.dumps(status, indent=2, default=str))
         return 0
@@ -259,6 +273,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(line + (f"  ({d['reason']})" if d.get("reason") else ""))
     for d in status["decisions"]:
         print(f"  decision for {d['run_id']}: {'deployed' if d['deployed'] else 'not deployed'} ({d['reason']})")
+    if status["poisoned_blobs"]:
+        print("poisoned blobs (every attempt failed; the function host retries them later):")
+    for p in status["poisoned_blobs"]:
+        retry = f"next retry {p['retry_at']}" if p["retry_at"] else "not retried"
+        print(f"  {p['blob']}  ETag {p['etag']}  function {p['function']}  {p['attempts']} attempts  {retry}")
+        print(f"      last error ({p['last_failure_at']}): {p['last_error']}")
     from shared.workspace.local.stack import read_stack
 
     running = read_stack(args.home)
@@ -448,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-wait", action="store_true", help="upload and return at once")
     sp.set_defaults(func=cmd_drop)
 
-    sp = sub.add_parser("status", help="datasets, runs, deployments and which one is live")
+    sp = sub.add_parser("status", help="datasets, runs, deployments, which one is live, poisoned blobs")
     home(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_status)

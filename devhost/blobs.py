@@ -2,8 +2,11 @@
 
 A blob version (function, ``<container>/<name>``, ETag) is invoked until it succeeds once; the
 receipt is written only after success, so a restart does not fire again. Failures are retried on
-later scans (or redeliveries) up to ``max_attempts``, then the version is poisoned. One invocation
-at a time per blob name, since deliveries come at least once and concurrently.
+later scans (or redeliveries) up to ``max_attempts``, then the version is poisoned: recorded in
+host.sqlite with its last error and attempt count (``bankml status`` lists it) and retried later
+with back-off (``poison_backoff_s``: 1 min, 5 min, 15 min, then every hour), never dropped; a
+new ETag is a new blob version. One invocation at a time per blob name, since deliveries come at
+least once and concurrently.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import enum
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
@@ -47,6 +51,9 @@ SCAN_CLIENT_OPTIONS: dict[str, Any] = {
     "connection_timeout": 5,
     "read_timeout": 30,
 }
+# Seconds until the next retry of a poisoned blob version, after its 1st, 2nd, ... failure since
+# it was poisoned; the last delay repeats.
+POISON_BACKOFF_S: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
 
 
 class BlobResult(enum.Enum):
@@ -141,12 +148,16 @@ class BlobTriggers:
         poll_interval: float = 2.0,
         max_attempts: int = 5,
         scan_eventgrid_sources: bool = True,
+        poison_backoff_s: Sequence[float] = POISON_BACKOFF_S,
     ) -> None:
         self.store = store
         self.invoker = invoker
         self.pool = pool
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
+        if not poison_backoff_s or any(d < 0 for d in poison_backoff_s):
+            raise HostError(f"poison back-off must be one or more delays of 0 s or more, got {list(poison_backoff_s)}")
+        self.poison_backoff_s = tuple(float(d) for d in poison_backoff_s)
         self.targets: dict[str, BlobTarget] = {}
         clients: dict[str, BlobServiceClient] = {}
         for spec in specs:
@@ -230,9 +241,11 @@ class BlobTriggers:
             with self._inflight_guard:
                 if key in self._inflight or key in self._done:
                     continue
-            if self.store.has_receipt(*key) or self.store.is_poisoned(*key):
+            if self.store.has_receipt(*key):
                 with self._inflight_guard:
                     self._done.add(key)
+                continue
+            if self._poison_waits(key):
                 continue
             with self._inflight_guard:
                 self._inflight.add(key)
@@ -246,6 +259,16 @@ class BlobTriggers:
             self._inflight.discard(key)
 
     # -- processing ---------------------------------------------------------------------------
+    def _poison_waits(self, key: tuple[str, str, str]) -> bool:
+        """True for a poisoned version not due for a retry yet (remembered when never retried)."""
+        poisoned, retry_at = self.store.poison_retry_at(*key)
+        if not poisoned:
+            return False
+        if retry_at is None:
+            self._remember(key)
+            return True
+        return datetime.now(UTC) < retry_at
+
     def _lock_for(self, function: str, blob: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault((function, blob), threading.Lock())
@@ -275,8 +298,7 @@ class BlobTriggers:
                     if self.store.has_receipt(*key):
                         self._remember(key)
                         return BlobResult.DUPLICATE
-                    if self.store.is_poisoned(*key):
-                        self._remember(key)
+                    if self._poison_waits(key):
                         return BlobResult.POISONED
                 downloader = client.download_blob(etag=f'"{etag}"', match_condition=MatchConditions.IfNotModified)
                 data = downloader.readall()
@@ -309,15 +331,18 @@ class BlobTriggers:
                 self._remember(key)
                 return BlobResult.PROCESSED
             error = f"{outcome.error.__class__.__name__}: {outcome.error}"
-            attempts, poisoned = self.store.record_failure(function, full, etag, error, max_attempts=self.max_attempts)
+            attempts, poisoned = self.store.record_failure(
+                function, full, etag, error, max_attempts=self.max_attempts, backoff_s=self.poison_backoff_s
+            )
             if poisoned:
-                self._remember(key)
+                _, retry_at = self.store.poison_retry_at(*key)
                 logger.error(
-                    "poison blob: %s (ETag %s) failed %d times in %s; no more retries. Last error: %s",
+                    "poison blob: %s (ETag %s) failed %d times in %s; next retry at %s. Last error: %s",
                     full,
                     etag,
                     attempts,
                     function,
+                    retry_at.isoformat(timespec="seconds") if retry_at else "never",
                     error,
                 )
             else:

@@ -1,11 +1,14 @@
-"""The host's own state in ``<home>/host.sqlite``: blob receipts, failure counts/poison, timer status."""
+"""The host's own state in ``<home>/host.sqlite``: blob receipts, failure counts/poison (with the
+time of the next retry of a poisoned blob version), timer status."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 DB_FILE = "host.sqlite"
 
@@ -27,6 +30,7 @@ CREATE TABLE IF NOT EXISTS blob_failures (
     poisoned INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL,
     updated_at TEXT NOT NULL,
+    retry_at TEXT,
     PRIMARY KEY (function, blob_name, etag)
 );
 CREATE TABLE IF NOT EXISTS timer_status (
@@ -55,6 +59,11 @@ class HostStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(blob_failures)")}
+        if "retry_at" not in columns:  # a host.sqlite from before poisoned blobs were retried
+            self._db.execute("ALTER TABLE blob_failures ADD COLUMN retry_at TEXT")
+            # Their versions were dropped for good: retry them at the next scan.
+            self._db.execute("UPDATE blob_failures SET retry_at=? WHERE poisoned=1", (_now(),))
 
     def close(self) -> None:
         with self._lock:
@@ -98,9 +107,19 @@ class HostStore:
         return bool(row and row[0])
 
     def record_failure(
-        self, function: str, blob_name: str, etag: str, error: str, *, max_attempts: int
+        self,
+        function: str,
+        blob_name: str,
+        etag: str,
+        error: str,
+        *,
+        max_attempts: int,
+        backoff_s: Sequence[float] = (),
     ) -> tuple[int, bool]:
-        """Count a failed attempt; returns (attempts so far, now poisoned)."""
+        """Count a failed attempt; returns (attempts so far, now poisoned).
+
+        A poisoned version is retried after ``backoff_s[n]`` seconds following its n-th failure
+        since it was poisoned (the last delay repeats); with no ``backoff_s``, never again."""
         key = (function, blob_name, normalize_etag(etag))
         with self._lock:
             row = self._db.execute(
@@ -108,14 +127,40 @@ class HostStore:
             ).fetchone()
             attempts = (row[0] if row else 0) + 1
             poisoned = attempts >= max_attempts
+            retry_at = None
+            if poisoned and backoff_s:
+                delay = backoff_s[min(attempts - max_attempts, len(backoff_s) - 1)]
+                retry_at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat()
             self._db.execute(
-                "INSERT INTO blob_failures VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO blob_failures (function, blob_name, etag, attempts, poisoned, last_error, updated_at, retry_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (function, blob_name, etag) DO UPDATE SET "
                 "attempts=excluded.attempts, poisoned=excluded.poisoned, "
-                "last_error=excluded.last_error, updated_at=excluded.updated_at",
-                (*key, attempts, int(poisoned), error[:2000], _now()),
+                "last_error=excluded.last_error, updated_at=excluded.updated_at, retry_at=excluded.retry_at",
+                (*key, attempts, int(poisoned), error[:2000], _now(), retry_at),
             )
         return attempts, poisoned
+
+    def poison_retry_at(self, function: str, blob_name: str, etag: str) -> tuple[bool, datetime | None]:
+        """(poisoned, when it is retried: None for never) of a blob version."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT poisoned, retry_at FROM blob_failures WHERE function=? AND blob_name=? AND etag=?",
+                (function, blob_name, normalize_etag(etag)),
+            ).fetchone()
+        if not row or not row[0]:
+            return False, None
+        return True, datetime.fromisoformat(row[1]) if row[1] else None
+
+    def poisoned(self) -> list[dict[str, Any]]:
+        """Every poisoned blob version, oldest first: what failed, how often, why, when it is retried."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT function, blob_name, etag, attempts, last_error, updated_at, retry_at FROM blob_failures "
+                "WHERE poisoned=1 ORDER BY updated_at"
+            ).fetchall()
+        keys = ("function", "blob", "etag", "attempts", "last_error", "last_failure_at", "retry_at")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def failure(self, function: str, blob_name: str, etag: str) -> tuple[int, bool, str] | None:
         """(attempts, poisoned, last error) for a blob version, if it ever failed."""

@@ -68,6 +68,12 @@ SETTINGS: dict[str, Setting] = {
         "local backend: 1 keeps a warm standby server of the live model (a second process, its own port) that takes "
         "over at once when the live server dies or hangs; 0: the server is restarted instead (seconds)",
     ),
+    "worker_grace_s": Setting(
+        "BANKML_WORKER_GRACE_S",
+        "",
+        "local backend: a training worker still running after its run's time budget plus this many seconds is "
+        "killed (SIGKILL) and the run fails; empty: max(120, the run's time budget)",
+    ),
     "max_rows": Setting("BANKML_MAX_ROWS", "10000", "most rows accepted in one scoring request"),
     "max_body_mb": Setting("BANKML_MAX_BODY_MB", "16", "largest scoring request body, MiB"),
     "benchmark_schedule": Setting(
@@ -192,6 +198,23 @@ def _liveness_settings(raw: Any) -> dict[str, Any]:
     }
 
 
+def worker_grace_default(budget_s: float) -> float:
+    """The grace a training worker gets past its time budget when BANKML_WORKER_GRACE_S is empty."""
+    return max(120.0, budget_s)
+
+
+def _worker_grace(raw: str) -> float | None:
+    if not raw:
+        return None
+    grace = _as_float("BANKML_WORKER_GRACE_S", raw)
+    if not 0 <= grace <= 86400:
+        raise ConfigError(
+            f"setting BANKML_WORKER_GRACE_S must be at least 0 and at most 86400 seconds, got {grace:g}",
+            setting="BANKML_WORKER_GRACE_S",
+        )
+    return grace
+
+
 def _schedule(key: str, raw: str) -> str:
     """An NCRONTAB expression (six fields, seconds first; five-field cron is accepted too), or ""."""
     if not raw:
@@ -257,6 +280,7 @@ class Settings:
     liveness_timeout_s: float = 2.0
     liveness_failures: int = 3
     warm_standby: bool = True
+    worker_grace_s: float | None = None  # None: max(120, the run's time budget)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -303,6 +327,7 @@ class Settings:
             relay_key=raw("relay_key"),
             appinsights_connection=raw("appinsights_connection"),
             retrain_schedule=_schedule("BANKML_RETRAIN_SCHEDULE", raw("retrain_schedule")),
+            worker_grace_s=_worker_grace(raw("worker_grace_s")),
             **_liveness_settings(raw),
             **_azure_settings(raw),
         )

@@ -18,11 +18,20 @@ def test_defaults_apply_when_unset(tmp_path: Path) -> None:
     assert s.time_budget_s == 60
     assert s.label_column == "y"
     assert s.max_rows == 10000
+    assert s.worker_grace_s is None  # the agent gives max(120 s, the run's budget)
+    assert Settings.from_env({"BANKML_WORKER_GRACE_S": "2.5"}).worker_grace_s == 2.5
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("BANKML_MAX_ROWS", "many"), ("BANKML_TIME_BUDGET_S", "soon"), ("BANKML_TIME_BUDGET_S", "0"), ("BANKML_BACKEND", "gcp")],
+    [
+        ("BANKML_MAX_ROWS", "many"),
+        ("BANKML_TIME_BUDGET_S", "soon"),
+        ("BANKML_TIME_BUDGET_S", "0"),
+        ("BANKML_BACKEND", "gcp"),
+        ("BANKML_WORKER_GRACE_S", "later"),
+        ("BANKML_WORKER_GRACE_S", "-1"),
+    ],
 )
 def test_bad_values_fail_fast_naming_the_setting(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:

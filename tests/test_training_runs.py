@@ -205,3 +205,45 @@ def test_a_crashed_worker_fails_the_run(tmp_path: Path, eventgrid: tuple[str, li
     assert row is not None and row["status"] == FAILED and "exited with signal 9 (SIGKILL)" in row["error"]
     assert [e["eventType"] for e in events] == [RUN_STATUS_CHANGED]
     assert not ws.deploy_run(run.run_id).deployed
+
+
+def test_a_hung_worker_is_killed_at_its_deadline_and_fails_the_run(
+    tmp_path: Path, eventgrid: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """A worker that stops answering (SIGSTOP: it may hold the registry's write lock) is killed once
+    its run's budget plus the grace of BANKML_WORKER_GRACE_S has passed; the run fails, once."""
+    url, events = eventgrid
+    settings = Settings.from_env({"BANKML_HOME": str(tmp_path), "BANKML_WORKER_GRACE_S": "1"})
+    ws = LocalWorkspace(settings)
+    csv = write_csv(tmp_path / "big.csv", 3000, seed=6)
+    parsed = parse_csv(csv.read_bytes(), max_bytes=10**8)
+    version = ws.register_dataset(parsed, source_blob="incoming/big.csv", etag="6").version
+    run = ws.submit_run(version, trigger="api", parameters={"time_budget_s": 15})
+    ws.registry.set_subscriptions({"deploy_best_model": url})
+    agent = Agent(tmp_path, system_key="test-key", grace_s=settings.worker_grace_s)
+    t = threading.Thread(target=agent.run_next)
+    t.start()
+    pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ws.registry.child_runs(run.run_id):
+            time.sleep(0.05)  # the worker is searching once it has reported a trial
+        pid = (ws.registry.get_run(run.run_id) or {}).get("worker_pid")
+        assert pid, "the worker never started"
+        assert ws.registry.child_runs(run.run_id), "the worker reported no trial"
+        os.kill(pid, signal.SIGSTOP)  # hung from now on: never continued by this test
+        t.join(timeout=120)
+        assert not t.is_alive(), "the agent still waits for the stopped worker"
+    finally:
+        if pid and t.is_alive():
+            os.kill(pid, signal.SIGKILL)
+            t.join(timeout=30)
+    row = ws.registry.get_run(run.run_id)
+    assert row is not None and row["status"] == FAILED
+    assert row["error"] == "training worker exceeded its time budget of 15 s + grace 1 s: killed"
+    assert row["ended_at"] and row["event_published"] == 1
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # killed and reaped: no stopped worker left behind
+    assert [e["eventType"] for e in events] == [RUN_STATUS_CHANGED]
+    assert events[0]["data"]["runStatus"] == "failed" and "exceeded its time budget" in events[0]["data"]["runProperties"]["error"]
+    assert not ws.deploy_run(run.run_id).deployed and ws.registry.list_deployments() == []

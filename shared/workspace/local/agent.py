@@ -5,6 +5,7 @@ function, the way an Azure ML workspace's system topic does."""
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
+from shared.config import worker_grace_default
 from shared.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from shared.workspace.base import COMPLETED, FAILED, QUEUED, RUNNING
 from shared.workspace.local.registry import Registry, utcnow
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 # The local workspace's identity in event topics (what a system topic would carry).
 TOPIC = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local/providers/Microsoft.MachineLearningServices/workspaces/bankml-local"
 EXPERIMENT_ID = "00000000-0000-0000-0000-0000000b4a4c"
+DEFAULT_BUDGET_S = 60.0  # the worker's time budget when a run names none
 
 
 def run_event(run: dict[str, Any]) -> EventGridEvent:
@@ -61,12 +64,29 @@ def worker_exit_reason(code: int) -> str:
     return f"training worker exited with code {code} without a result"
 
 
+def run_budget_s(parameters: dict[str, Any] | None) -> float:
+    """The run's time budget as its worker reads it (a value the worker rejects: its default, the
+    worker fails such a run at once)."""
+    try:
+        budget = float((parameters or {}).get("time_budget_s", DEFAULT_BUDGET_S))
+    except (TypeError, ValueError):
+        return DEFAULT_BUDGET_S
+    return budget if math.isfinite(budget) and budget > 0 else DEFAULT_BUDGET_S
+
+
+def deadline_reason(budget_s: float, grace_s: float) -> str:
+    return f"training worker exceeded its time budget of {budget_s:g} s + grace {grace_s:g} s: killed"
+
+
 class Agent:
-    def __init__(self, home: Path, *, system_key: str, poll_s: float = 0.5) -> None:
+    def __init__(self, home: Path, *, system_key: str, poll_s: float = 0.5, grace_s: float | None = None) -> None:
+        """``grace_s``: wall-clock seconds a worker may run past its run's time budget before it is
+        killed (SIGKILL) and the run fails (setting BANKML_WORKER_GRACE_S); None: max(120, budget)."""
         self.home = home
         self.registry = Registry(home / "registry.sqlite")
         self.system_key = system_key
         self.poll_s = poll_s
+        self.grace_s = grace_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -79,6 +99,7 @@ class Agent:
         self._stop.set()
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
+            self._proc.send_signal(signal.SIGCONT)  # a stopped worker gets its SIGTERM too
         if self._thread:
             self._thread.join(timeout=10)
 
@@ -109,12 +130,22 @@ class Agent:
                 cwd=str(Path(__file__).resolve().parents[3]),
             )
             self.registry.update_run(run["run_id"], worker_pid=self._proc.pid)
-            code = self._proc.wait()
+            budget = run_budget_s(run.get("parameters"))
+            grace = worker_grace_default(budget) if self.grace_s is None else self.grace_s
+            overdue: str | None = None
+            try:
+                code = self._proc.wait(timeout=budget + grace)
+            except subprocess.TimeoutExpired:
+                # Hung or stopped (SIGSTOP): SIGKILL works on both and frees any registry lock it held.
+                overdue = deadline_reason(budget, grace)
+                log.error("run %s: %s (pid %d)", run["run_id"], overdue, self._proc.pid)
+                self._proc.kill()
+                code = self._proc.wait()
         finally:
             logf.close()
         after = self.registry.get_run(run["run_id"]) or {}
         if after.get("status") not in (COMPLETED, FAILED):
-            reason = worker_exit_reason(code)
+            reason = overdue or worker_exit_reason(code)
             log.error("run %s failed: %s", run["run_id"], reason)
             self.registry.update_run(run["run_id"], status=FAILED, error=reason, ended_at=utcnow())
         self.publish_pending()

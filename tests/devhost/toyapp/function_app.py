@@ -83,6 +83,10 @@ def on_blob(myblob: func.InputStream) -> None:
     )
     if "poison" in (myblob.name or ""):
         raise RuntimeError("cannot process this blob")
+    # A failure with a cause that goes away: fails while $TOY_RECORD_DIR/<basename>.fail exists.
+    cause = Path(os.environ["TOY_RECORD_DIR"]) / f"{(myblob.name or '').rsplit('/', 1)[-1]}.fail"
+    if "flaky" in (myblob.name or "") and cause.exists():
+        raise RuntimeError(f"flaky cause present: {cause.read_text(encoding='utf-8')}")
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%TOY_SCHEDULE%")
