@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from devhost.blobs import BlobResult, BlobTriggers
+from devhost.blobs import POISON_BACKOFF_S, BlobResult, BlobTriggers
 from devhost.catalog import (
     BLOB,
     EVENT_GRID,
@@ -71,16 +71,51 @@ KEY_HEADER = "x-functions-key"
 BLOB_FUNCTION_PREFIX = "Host.Functions."
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+# The host's own refusals use the app's error envelope (shared.errors.BankmlError.to_dict):
+# {"error": {"code", "message", "field"?, "value"?, "expected"?, ...}}, so a client reads every
+# error the same way whether the host or a function answered it.
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    500: "internal_error",
+}
+
+
+def _error(status: int, message: str, **details: Any) -> JSONResponse:
+    body = {"error": {"code": _CODES.get(status, "error"), "message": message, **details}}
+    return JSONResponse(body, status_code=status)
+
+
+def _too_large(length: int | None) -> JSONResponse:
+    """413, worded like the relay's own (shared.scoring.check_body_size)."""
+    size = f"body is {length} bytes" if length is not None else f"body is more than {MAX_BODY_BYTES} bytes"
+    return _error(
+        413,
+        f"{size}, the limit is {MAX_BODY_BYTES}",
+        field="body",
+        **({"value": length} if length is not None else {}),
+        expected=f"at most {MAX_BODY_BYTES} bytes",
+    )
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None once it passes MAX_BODY_BYTES (a chunked body declares no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _unauthorized(what: str) -> JSONResponse:
     # Same shape as the app's own refusals, so a client reads every 4xx the same way.
-    return JSONResponse(
-        {"error": {"code": "unauthorized", "message": f"{what} is required: header {KEY_HEADER} or query parameter code"}},
-        status_code=401,
-    )
+    return _error(401, f"{what} is required: header {KEY_HEADER} or query parameter code")
 
 
 def _request_key(request: Request) -> str | None:
@@ -137,13 +172,16 @@ class FunctionHost:
         max_blob_attempts: int = 5,
         scan_eventgrid_blob_triggers: bool = True,
         workers: int = 8,
+        poison_backoff_s: Sequence[float] = POISON_BACKOFF_S,
     ) -> None:
         """``app_dir`` holds function_app.py (and optionally local.settings.json, host.json); ``home``
         keeps host-keys.json and host.sqlite (receipts, poison, timer status); ``port`` 0 picks a free
         one (read ``.port``/``.url`` after start). ``environ`` overrides local.settings.json "Values",
         which do not override variables already in the process environment (like Core Tools).
         ``poll_interval``: seconds between blob container scans. ``max_blob_attempts``: failures
-        before a blob version is poisoned. ``scan_eventgrid_blob_triggers``: also scan containers of
+        before a blob version is poisoned. ``poison_backoff_s``: seconds until the next retry of a
+        poisoned version after each further failure (the last repeats): a poisoned version is
+        never dropped. ``scan_eventgrid_blob_triggers``: also scan containers of
         ``source=EventGrid`` blob triggers (Azurite emits no Event Grid events; set False to rely on
         the ``/runtime/webhooks/blobs`` endpoint only, as in Azure). ``workers``: pool for non-HTTP
         invocations (HTTP functions run in the server's thread pool).
@@ -154,6 +192,7 @@ class FunctionHost:
         self.environ = dict(environ or {})
         self.poll_interval = poll_interval
         self.max_blob_attempts = max_blob_attempts
+        self.poison_backoff_s = tuple(poison_backoff_s)
         self.scan_eventgrid_blob_triggers = scan_eventgrid_blob_triggers
         self.workers = workers
         self.home.mkdir(parents=True, exist_ok=True)
@@ -244,6 +283,7 @@ class FunctionHost:
                     environ=os.environ,
                     poll_interval=self.poll_interval,
                     max_attempts=self.max_blob_attempts,
+                    poison_backoff_s=self.poison_backoff_s,
                     scan_eventgrid_sources=self.scan_eventgrid_blob_triggers,
                 )
                 self.timers = {
@@ -446,7 +486,11 @@ class FunctionHost:
         chosen = next(((r, v) for r, v in matched if r.allows(method)), None)
         if chosen is None:
             allowed = sorted({m for r, _ in matched for m in (r.methods or ALL_METHODS)})
-            return Response(status_code=405, headers={"Allow": ", ".join(allowed)})
+            response = _error(
+                405, f"method {method} is not allowed here", field="method", value=method, expected=allowed
+            )
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
         route, values = chosen
         key = _request_key(request)
         if route.auth_level == "admin":
@@ -459,8 +503,10 @@ class FunctionHost:
             return _unauthorized("the master key" if route.auth_level == "admin" else "a valid function key")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, "request body too large")
-        body = await request.body()
+            return _too_large(int(length))
+        body = await _read_body(request)
+        if body is None:
+            return _too_large(None)
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
@@ -522,18 +568,24 @@ class FunctionHost:
     async def _read_events(self, request: Request) -> list[Envelope] | Response:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, "request body too large")
+            return _too_large(int(length))
         try:
             # Like the Functions Event Grid extension: no or an unknown aeg-event-type is a 400.
             kind = delivery_kind(request.headers.get(HEADER_EVENT_TYPE))
-            events = parse_body(await request.body())
         except EventBodyError as err:
-            return _error(400, str(err))
+            return _error(400, str(err), field=HEADER_EVENT_TYPE)
+        raw = await _read_body(request)
+        if raw is None:
+            return _too_large(None)
+        try:
+            events = parse_body(raw)
+        except EventBodyError as err:
+            return _error(400, str(err), field="body")
         validation = next((e for e in events if e.is_validation), None)
         if kind == SUBSCRIPTION_VALIDATION or validation is not None:
             code = validation.validation_code if validation else None
             if not code:
-                return _error(400, "subscription validation event without data.validationCode")
+                return _error(400, "subscription validation event without data.validationCode", field="data.validationCode")
             logger.info("answered Event Grid subscription validation for %s", request.url.path)
             return JSONResponse({"validationResponse": code})
         if kind == SUBSCRIPTION_DELETION:
@@ -610,12 +662,12 @@ class FunctionHost:
             try:
                 doc = json.loads(raw)
             except (ValueError, RecursionError):
-                return _error(400, 'body must be JSON: {"input": "..."}')
+                return _error(400, 'body must be JSON: {"input": "..."}', field="body", expected='{"input": "..."}')
             value = str(doc.get("input") or "") if isinstance(doc, dict) else ""
         try:
             job = self._manual_job(spec, value)
         except (EventBodyError, ValueError) as err:
-            return _error(400, str(err))
+            return _error(400, str(err), field="input")
         assert self._pool is not None
         self._pool.submit(job)
         return Response(status_code=202)

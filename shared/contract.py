@@ -67,6 +67,10 @@ FEATURES: tuple[Column, ...] = (
     Column("nr.employed", "number", "number of employees, quarterly"),
 )
 
+# The largest magnitude an integer column holds, at ingest and at scoring alike: beyond 2**53 a
+# float64 (what the model reads) no longer holds every integer; no column of this data comes near it.
+MAX_INTEGER = 2**53
+
 FEATURE_NAMES: tuple[str, ...] = tuple(c.name for c in FEATURES)
 BY_NAME: dict[str, Column] = {c.name: c for c in FEATURES}
 NUMERIC: tuple[str, ...] = tuple(c.name for c in FEATURES if c.is_numeric)

@@ -7,7 +7,23 @@ rejection records and CLI output.
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float written as a string ("NaN", "Infinity", "-Infinity"),
+    so an error body is strict JSON (``JSON.parse`` and ``allow_nan=False`` read it) whatever the
+    offending value was."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 class BankmlError(Exception):
@@ -20,7 +36,8 @@ class BankmlError(Exception):
         self.details = {k: v for k, v in details.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.details}}
+        # Details may quote what was sent (NaN, 1e400 read as inf): never a bare NaN/Infinity token.
+        return {"error": {"code": self.code, "message": self.message, **json_safe(self.details)}}
 
 
 class ConfigError(BankmlError):

@@ -54,13 +54,14 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from itertools import chain
 from typing import IO, Any, BinaryIO
 
 import numpy as np
 import pandas as pd
 
-from shared.contract import BY_NAME, CATEGORICAL, DEFAULT_LABEL, FEATURE_NAMES, LABEL_VALUES, NUMERIC
+from shared.contract import BY_NAME, CATEGORICAL, DEFAULT_LABEL, FEATURE_NAMES, LABEL_VALUES, MAX_INTEGER, NUMERIC
 from shared.errors import ConfigError, DataError
 
 # Text validated at once: small enough that the per-block arrays and cells (about 20x the bytes)
@@ -70,8 +71,9 @@ _DELIMITERS = (",", ";")
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-# Beyond 2**53 a float no longer holds every integer; no column of this data comes near it.
-_MAX_INT = 2**53
+# Beyond 2**53 a float no longer holds every integer (shared.contract.MAX_INTEGER, the scoring
+# contract's bound too).
+_MAX_INT = MAX_INTEGER
 # Drift thresholds: a mean further than this many reference standard deviations is a shift, and
 # a range sharing less than this fraction with the reference range lies "mostly outside".
 _DRIFT_STD = 3.0
@@ -504,6 +506,12 @@ def _numbers(name: str, cells: _Cells) -> tuple[np.ndarray, np.ndarray]:
     if BY_NAME[name].kind == "integer":
         with np.errstate(invalid="ignore"):
             bad |= (coerced != np.round(coerced)) | (np.abs(coerced) > _MAX_INT)
+            # From 2**52 on a float64 rounds to whole numbers: "9007199254740993" reads as 2**53.
+            # Those rare cells are checked exactly (out of range, or not a whole number).
+            near = np.flatnonzero(~bad & (np.abs(coerced) >= _MAX_INT // 2))
+        for i in near:
+            exact = _decimal_or_none(cells.uniques[i])
+            bad[i] = exact is not None and (abs(exact) > _MAX_INT or exact != exact.to_integral_value())
     values = np.zeros(len(cells.uniques))
     ok = ~bad
     try:
@@ -514,6 +522,20 @@ def _numbers(name: str, cells: _Cells) -> tuple[np.ndarray, np.ndarray]:
         bad[ok_idx] = [v is None for v in parsed]
         values[ok_idx] = [0.0 if v is None else v for v in parsed]
     return values + 0.0, bad  # -0.0 + 0.0 == 0.0: "-0" and "0" are the same data and hash the same
+
+
+def _decimal_or_none(v: str) -> Decimal | None:
+    """The exact value of a number cell (float() rounds beyond 2**53), None when unreadable."""
+    try:
+        exact = Decimal(v.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return exact if exact.is_finite() else None
+
+
+def _beyond_max_int(v: str) -> bool:
+    exact = _decimal_or_none(v)
+    return exact is not None and abs(exact) > _MAX_INT
 
 
 def _float_or_none(v: str) -> float | None:
@@ -552,7 +574,7 @@ def _numeric_problem(name: str, cells: _Cells, bad: np.ndarray, lines: np.ndarra
     elif _DECIMAL_COMMA.match(value):
         msg = f"{value!r} uses a decimal comma"
         expected = f"{what} written with a decimal point, e.g. {value.replace(',', '.')}"
-    elif kind == "integer" and number is not None and math.isfinite(number) and abs(number) > _MAX_INT:
+    elif kind == "integer" and number is not None and math.isfinite(number) and (abs(number) > _MAX_INT or _beyond_max_int(full)):
         msg, expected = f"{value!r} is out of range", f"an integer between -{_MAX_INT} and {_MAX_INT}"
     elif kind == "integer" and number is not None and math.isfinite(number):
         msg, expected = f"{value!r} is not a whole number", "an integer"

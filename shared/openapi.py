@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any
 
-from shared.contract import FEATURES, TUTORIAL_CUSTOMERS
+from shared.contract import FEATURES, MAX_INTEGER, TUTORIAL_CUSTOMERS
 from shared.errors import RequestError
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,9 @@ FUNCTION_KEY_SECURITY: dict[str, Any] = {
     },
 }
 
-_TYPES: dict[str, dict[str, str]] = {
-    "integer": {"type": "integer", "format": "int64"},
+_TYPES: dict[str, dict[str, Any]] = {
+    # The range ingest and scoring enforce (shared.contract.MAX_INTEGER); integral floats pass too.
+    "integer": {"type": "integer", "format": "int64", "minimum": -MAX_INTEGER, "maximum": MAX_INTEGER},
     "number": {"type": "number", "format": "double"},
     "string": {"type": "string"},
 }

@@ -5,6 +5,11 @@ The REST body is Azure ML's published-pipeline call (v1 ``PipelineEndpoint``/``P
 REST): ``{"ExperimentName": ..., "ParameterAssignments": {"dataset_version": 3,
 "time_budget_s": 60}, "Description": ..., "Tags": {...}, "RunSource": "API"}``; the answer carries
 the run id as ``Id``. Parameter values may be strings, as the Azure ML studio sends them.
+
+Every body key has one JSON type (``BODY_TYPES``); ``null`` is none of them, so it is refused naming
+the key, like any other wrong type (leave a key out to get its default). Numbers are range-checked
+before they reach the workspace: a version is 1..``MAX_DATASET_VERSION``, a budget is finite and in
+(0, ``MAX_TIME_BUDGET_S``].
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.config import Settings
-from shared.errors import NotFound, RequestError
+from shared.contract import MAX_INTEGER
+from shared.errors import NotFound, RequestError, json_safe
 from shared.workspace.base import COMPLETED, QUEUED, RUNNING, Run
 
 log = logging.getLogger(__name__)
@@ -27,7 +33,22 @@ PARAMETERS = {
     "time_budget_s": "AutoML time budget in seconds (default: BANKML_TIME_BUDGET_S)",
 }
 MAX_TIME_BUDGET_S = 3600.0
-BODY_KEYS = {"ExperimentName", "ParameterAssignments", "Description", "Tags", "RunSource", "DataSetDefinitionValueAssignments", "DataPathAssignments"}
+# Dataset versions count registrations from 1; the bound is JSON's exact integers (2**53,
+# shared.contract.MAX_INTEGER), well inside SQLite's INTEGER (a larger one overflowed it: a 500).
+MAX_DATASET_VERSION = MAX_INTEGER
+# The published-pipeline body's keys and the one JSON type each takes (azure-reference.md §4).
+BODY_TYPES: dict[str, type] = {
+    "ExperimentName": str,
+    "ParameterAssignments": dict,
+    "Description": str,
+    "Tags": dict,
+    "RunSource": str,
+    "DataSetDefinitionValueAssignments": dict,
+    "DataPathAssignments": dict,
+}
+BODY_KEYS = set(BODY_TYPES)
+_JSON_TYPES = {str: "a string", dict: "an object"}
+_SHOWN_CHARS = 100
 TRIGGERS = ("ingest", "api", "schedule")
 
 
@@ -36,35 +57,65 @@ def latest_dataset_version(workspace: Any) -> int | None:
     return max(versions) if versions else None
 
 
-def _version(value: Any) -> int:
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, bool):
-        raise RequestError(f"ParameterAssignments.dataset_version must be a whole number, got {value!r}", field="dataset_version", value=value)
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> Any:
+    """A sent value as an error quotes it: scalars as they are (cut when long; non-finite numbers
+    become "NaN"/"Infinity" in BankmlError.to_dict), arrays and objects by their JSON type."""
+    if isinstance(value, str):
+        return value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}... ({len(value):,} characters)"
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        text = str(value)
+        return value if len(text) <= 30 else f"{text[:24]}... ({len(text)} digits)"
+    return _json_type(value)
+
+
+def _refuse(name: str, value: Any, what: str, **details: Any) -> RequestError:
+    shown = _shown(value)
+    if value is None or isinstance(value, list | dict):
+        quoted = _json_type(value)
+    elif isinstance(shown, float) and not math.isfinite(shown):
+        quoted = json_safe(shown)  # NaN, Infinity: as the error's value reads
+    else:
+        quoted = repr(shown)
+    return RequestError(
+        f"ParameterAssignments.{name} {what}, got {quoted}", field=name, value=shown, got=_json_type(value), **details
+    )
+
+
+def _version(value: Any) -> int:
+    whole = f"an integer from 1 to {MAX_DATASET_VERSION}"
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _refuse("dataset_version", value, "must be a whole number", expected=whole)
     try:
-        version = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise RequestError(
-            f"ParameterAssignments.dataset_version must be a whole number, got {value!r}", field="dataset_version", value=value
-        ) from None
-    if version < 1:
-        raise RequestError(f"ParameterAssignments.dataset_version must be 1 or more, got {value!r}", field="dataset_version", value=value)
+        version = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:  # not digits, or more of them than int() reads
+        raise _refuse("dataset_version", value, "must be a whole number", expected=whole) from None
+    if not 1 <= version <= MAX_DATASET_VERSION:
+        raise _refuse("dataset_version", value, f"must be from 1 to {MAX_DATASET_VERSION}", expected=whole)
     return version
 
 
 def _budget(value: Any) -> float:
-    if isinstance(value, bool):
-        raise RequestError(f"ParameterAssignments.time_budget_s must be a number of seconds, got {value!r}", field="time_budget_s", value=value)
+    seconds = f"a number of seconds above 0 and at most {MAX_TIME_BUDGET_S:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _refuse("time_budget_s", value, "must be a number of seconds", expected=seconds)
     try:
         budget = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(
-            f"ParameterAssignments.time_budget_s must be a number of seconds, got {value!r}", field="time_budget_s", value=value
-        ) from None
+    except (ValueError, OverflowError):  # not a number, or an integer beyond any float
+        raise _refuse("time_budget_s", value, "must be a number of seconds", expected=seconds) from None
     if not math.isfinite(budget) or not 0 < budget <= MAX_TIME_BUDGET_S:
-        raise RequestError(
-            f"ParameterAssignments.time_budget_s must be above 0 and at most {MAX_TIME_BUDGET_S:g}, got {value!r}",
-            field="time_budget_s",
-            value=value,
-        )
+        raise _refuse("time_budget_s", value, f"must be above 0 and at most {MAX_TIME_BUDGET_S:g}", expected=seconds)
     return budget
 
 
@@ -87,10 +138,14 @@ def submit_pipeline_run(
     unknown = sorted(set(params) - set(PARAMETERS) - {"dataset_version"})
     if unknown:
         raise RequestError(
-            f"unknown pipeline parameter {unknown[0]!r}; valid: {', '.join(PARAMETERS)}", field=unknown[0], expected=list(PARAMETERS)
+            f"unknown pipeline parameter {_shown(unknown[0])!r}; valid: {', '.join(PARAMETERS)}",
+            field=_shown(unknown[0]),
+            expected=list(PARAMETERS),
         )
     if "dataset_version" in params:
         dataset_version = params.pop("dataset_version")
+        if dataset_version is None:  # an explicit null is not "the latest": leave the key out for that
+            raise _refuse("dataset_version", None, "must be a whole number (leave it out for the latest)")
     if dataset_version is None:
         version = latest_dataset_version(workspace)
         if version is None:
@@ -98,7 +153,9 @@ def submit_pipeline_run(
     else:
         version = _version(dataset_version)
     run_params: dict[str, Any] = {}
-    if "time_budget_s" in params and params["time_budget_s"] not in (None, ""):
+    if "time_budget_s" in params and params["time_budget_s"] is None:
+        raise _refuse("time_budget_s", None, "must be a number of seconds (leave it out for the default)")
+    if "time_budget_s" in params and params["time_budget_s"] != "":  # "" is the studio's empty field
         run_params["time_budget_s"] = _budget(params["time_budget_s"])
     run = workspace.submit_run(version, trigger=trigger, parameters=run_params or None)
     log.info(
@@ -120,13 +177,33 @@ def parse_pipeline_body(settings: Settings, body: bytes) -> dict[str, Any]:
         )
     unknown = sorted(set(doc) - BODY_KEYS)
     if unknown:
-        raise RequestError(f"unknown body key {unknown[0]!r}; valid: {', '.join(sorted(BODY_KEYS))}", field=unknown[0])
+        raise RequestError(f"unknown body key {_shown(unknown[0])!r}; valid: {', '.join(sorted(BODY_KEYS))}", field=_shown(unknown[0]))
+    for key, kind in BODY_TYPES.items():
+        if key in doc and not isinstance(doc[key], kind):
+            # null included: the body shape has no nullable key; leaving a key out takes its default.
+            raise RequestError(
+                f"{key} must be {_JSON_TYPES[kind]}, got {_json_type(doc[key])}"
+                + (" (leave it out instead)" if doc[key] is None else ""),
+                field=key,
+                value=_shown(doc[key]),
+                got=_json_type(doc[key]),
+                expected=_JSON_TYPES[kind].split(" ", 1)[1],
+            )
+    for name, tag in (doc.get("Tags") or {}).items():
+        if not isinstance(tag, str):
+            raise RequestError(
+                f"Tags.{_shown(name)} must be a string, got {_json_type(tag)}",
+                field=f"Tags.{_shown(name)}",
+                value=_shown(tag),
+                got=_json_type(tag),
+                expected="string",
+            )
     experiment = doc.get("ExperimentName")
     if experiment not in (None, "", settings.experiment_name):
         raise RequestError(
-            f"ExperimentName {experiment!r} is not this app's experiment; use {settings.experiment_name!r} or leave it out",
+            f"ExperimentName {_shown(experiment)!r} is not this app's experiment; use {settings.experiment_name!r} or leave it out",
             field="ExperimentName",
-            value=experiment,
+            value=_shown(experiment),
             expected=settings.experiment_name,
         )
     assignments = doc.get("ParameterAssignments") or {}

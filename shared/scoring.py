@@ -17,7 +17,9 @@ Validation is strict and every refusal names the field, the row and the offendin
 * unknown keys (top level, in ``Inputs``, in ``GlobalParameters`` and in a row) are refused rather
   than ignored, so a typo such as ``"campain"`` cannot silently score a row with a wrong column set;
 * booleans are not numbers, ``null`` is not a value, NaN/Infinity are refused;
-* integer columns accept integral floats such as ``3.0``;
+* integer columns accept integral floats such as ``3.0``, between -2**53 and 2**53
+  (shared.contract.MAX_INTEGER, the bound ingest applies to a CSV): beyond it a float64 no longer
+  holds every integer, so ``9007199254740993`` or ``1e308`` is refused as out of range;
 * a string outside the training vocabulary is accepted: it encodes as a missing value (see
   shared.features), so new categories get a prediction instead of an error. This is the one
   decision for unseen categories; the Swagger document and the README say so, and the model
@@ -45,7 +47,7 @@ try:  # optional: a C JSON parser; the stdlib one explains what is wrong with a 
 except ImportError:  # pragma: no cover - orjson is in requirements; json is the fallback
     _orjson = None
 
-from shared.contract import FEATURE_NAMES, FEATURES
+from shared.contract import FEATURE_NAMES, FEATURES, MAX_INTEGER
 from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 
 logger = logging.getLogger(__name__)
@@ -304,14 +306,34 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
                 expected=kind,
             )
         if kind == "integer":
+            sent = value
             if isinstance(value, float):
                 if not value.is_integer():
                     raise _bad_value(name, index, value, kind, f"must be a whole number, got {value!r}")
                 value = int(value)
+            if not -MAX_INTEGER <= value <= MAX_INTEGER:
+                raise _out_of_range(name, index, sent)
             out[name] = value
         else:
             out[name] = float(value)
     return out
+
+
+INTEGER_RANGE = f"an integer between -{MAX_INTEGER} and {MAX_INTEGER}"
+
+
+def _out_of_range(name: str, row: int, value: int | float) -> RequestError:
+    """An integer column's value beyond +-MAX_INTEGER, worded like ingest's refusal of a CSV cell."""
+    text = repr(value)
+    shown: int | float | str = value if len(text) <= 30 else f"{text[:24]}... ({len(text)} digits)"
+    return RequestError(
+        f"row {row}: column {name!r}: {shown} is out of range",
+        field=name,
+        row=row,
+        value=shown,
+        got="number",
+        expected=INTEGER_RANGE,
+    )
 
 
 def _finite(value: int | float) -> bool:
@@ -350,7 +372,11 @@ def _valid_columns(data: list[Any]) -> list[tuple[Any, ...]] | None:
             # type() is exact: bool (an int subclass) and None fall out here.
             if not types <= _NUMBER_TYPES or not all(map(math.isfinite, values)):
                 return None
-            if kind == "integer" and float in types and not all(v.is_integer() for v in values if type(v) is float):
+            if kind == "integer" and (
+                max(values) > MAX_INTEGER
+                or min(values) < -MAX_INTEGER
+                or (float in types and not all(v.is_integer() for v in values if type(v) is float))
+            ):
                 return None
     except OverflowError:  # an integer too large for a float64
         return None
@@ -480,11 +506,11 @@ class _TypedDecoder:
         try:
             for i in self._integer:
                 values = columns[i]
+                # Python ints of any size: the extremes must be within +-MAX_INTEGER, as on the
+                # reference path (which names the first value beyond).
+                if max(values) > MAX_INTEGER or min(values) < -MAX_INTEGER:
+                    return None
                 if strict:
-                    # Python ints of any size: the extremes must be float64 numbers, as math.isfinite
-                    # requires on the reference path (OverflowError beyond).
-                    float(max(values))
-                    float(min(values))
                     continue
                 if not all(map(math.isfinite, values)):  # an int too large for a float64
                     return None

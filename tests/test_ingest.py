@@ -10,13 +10,14 @@ import codecs
 import hashlib
 import io
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shared.contract import BY_NAME, CATEGORICAL, FEATURE_NAMES, FEATURES, NUMERIC
+from shared.contract import BY_NAME, CATEGORICAL, FEATURE_NAMES, FEATURES, MAX_INTEGER, NUMERIC
 from shared.errors import ConfigError, DataError
 from shared.ingest import MIN_CLASS_ROWS, ParsedDataset, drift_warnings, parse_csv
 
@@ -505,6 +506,18 @@ def test_integer_columns_accept_whole_floats_and_reject_fractions() -> None:
     assert "whole number" in err.message
     err = rejected(render(with_cell(valid_rows(), 1, "age", "1e300")).encode())
     assert err.details["value"] == "1e300" and "out of range" in err.message
+
+
+@pytest.mark.parametrize("cell", ["9007199254740993", "-9007199254740993", "9007199254740992.5", "9007199254740991.5"])
+def test_integers_near_2_53_are_checked_exactly(cell: str) -> None:
+    """float64 rounds 9007199254740993 to 2**53: the bound (shared.contract.MAX_INTEGER, the scoring
+    contract's too) and wholeness are checked on the exact value, not on its rounding."""
+    err = rejected(render(with_cell(valid_rows(), 1, "duration", cell)).encode())
+    assert (err.details["column"], err.details["line"], err.details["value"]) == ("duration", 3, cell)
+    expected = "out of range" if abs(Decimal(cell)) > MAX_INTEGER else "not a whole number"
+    assert expected in err.message
+    p = parse(render(with_cell(valid_rows(), 1, "duration", str(MAX_INTEGER))).encode())
+    assert p.frame["duration"].iloc[1] == MAX_INTEGER
 
 
 @pytest.mark.parametrize(("value", "shown"), [("maybe", "maybe"), ("1", "1"), ("", "")])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from shared.contract import FEATURE_NAMES, TUTORIAL_CUSTOMERS
+from shared.contract import FEATURE_NAMES, MAX_INTEGER, TUTORIAL_CUSTOMERS
 from shared.errors import RequestError
 from shared.openapi import BEARER_SECURITY, FUNCTION_KEY_SECURITY, build_swagger
 from shared.scoring import parse_request
@@ -54,6 +54,10 @@ def test_columns_types_and_categories_come_from_the_contract_and_the_model() -> 
     assert row["additionalProperties"] is False
     kinds = {name: p["type"] for name, p in row["properties"].items()}
     assert kinds["age"] == "integer" and kinds["emp.var.rate"] == "number" and kinds["job"] == "string"
+    # The range the scoring contract and ingest enforce is stated for every integer column.
+    for name, p in row["properties"].items():
+        if p["type"] == "integer":
+            assert (p["minimum"], p["maximum"]) == (-MAX_INTEGER, MAX_INTEGER), name
     assert row["properties"]["job"]["x-categories"] == ["admin.", "blue-collar", "student"]
     assert "another value is scored as missing" in row["properties"]["job"]["description"]
     assert "x-categories" not in row["properties"]["education"]  # not in this model's model.json

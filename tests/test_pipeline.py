@@ -90,6 +90,76 @@ def test_bad_requests_name_the_field_and_start_nothing(ws: LocalWorkspace, body:
     assert ws.registry.list_runs() == []
 
 
+def strict_json(raw: bytes) -> Any:
+    """JSON as JSON.parse reads it: a bare NaN/Infinity token is an error, not a number."""
+
+    def refuse(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "value"),
+    [
+        (b'{"ParameterAssignments": {"dataset_version": 9223372036854775808}}', "dataset_version", 9223372036854775808),
+        (b'{"ParameterAssignments": {"dataset_version": 9007199254740993}}', "dataset_version", 9007199254740993),
+        (b'{"ParameterAssignments": {"dataset_version": "9223372036854775808"}}', "dataset_version", "9223372036854775808"),
+        (b'{"ParameterAssignments": {"dataset_version": -9223372036854775809}}', "dataset_version", -9223372036854775809),
+        (b'{"ParameterAssignments": {"dataset_version": 0}}', "dataset_version", 0),
+        (b'{"ParameterAssignments": {"dataset_version": 1e400}}', "dataset_version", "Infinity"),
+        (b'{"ParameterAssignments": {"dataset_version": NaN}}', "dataset_version", "NaN"),
+        (b'{"ParameterAssignments": {"dataset_version": 2.5}}', "dataset_version", 2.5),
+        (b'{"ParameterAssignments": {"dataset_version": [1]}}', "dataset_version", "array"),
+        (b'{"ParameterAssignments": {"dataset_version": null}}', "dataset_version", None),
+        (b'{"ParameterAssignments": {"time_budget_s": NaN}}', "time_budget_s", "NaN"),
+        (b'{"ParameterAssignments": {"time_budget_s": Infinity}}', "time_budget_s", "Infinity"),
+        (b'{"ParameterAssignments": {"time_budget_s": -Infinity}}', "time_budget_s", "-Infinity"),
+        (b'{"ParameterAssignments": {"time_budget_s": 1e400}}', "time_budget_s", "Infinity"),
+        (b'{"ParameterAssignments": {"time_budget_s": "1e400"}}', "time_budget_s", "1e400"),
+        (b'{"ParameterAssignments": {"time_budget_s": 1' + b"0" * 400 + b"}}", "time_budget_s", "1" + "0" * 23 + "... (401 digits)"),
+        (b'{"ParameterAssignments": {"time_budget_s": 3601}}', "time_budget_s", 3601),
+        (b'{"ParameterAssignments": {"time_budget_s": -1e300}}', "time_budget_s", -1e300),
+        (b'{"ParameterAssignments": {"time_budget_s": {"s": 1}}}', "time_budget_s", "object"),
+        (b'{"ParameterAssignments": {"time_budget_s": null}}', "time_budget_s", None),
+        (b'{"ExperimentName": null, "ParameterAssignments": null}', "ExperimentName", None),
+        (b'{"ParameterAssignments": null}', "ParameterAssignments", None),
+        (b'{"ExperimentName": 7}', "ExperimentName", 7),
+        (b'{"Description": null}', "Description", None),
+        (b'{"RunSource": null}', "RunSource", None),
+        (b'{"Tags": null}', "Tags", None),
+        (b'{"Tags": {"by": NaN}}', "Tags.by", "NaN"),
+        (b'{"DataPathAssignments": null}', "DataPathAssignments", None),
+        (b'{"DataSetDefinitionValueAssignments": null}', "DataSetDefinitionValueAssignments", None),
+    ],
+)
+def test_out_of_range_non_finite_and_null_values_are_a_strict_json_400(ws: LocalWorkspace, raw: bytes, field: str, value: Any) -> None:
+    """Range-checked before the workspace sees them (a version past SQLite's INTEGER was a 500);
+    null is no value of the published-pipeline body (leave the key out for its default); and the
+    error body stays JSON that JSON.parse reads (NaN/Infinity quoted as strings)."""
+    register(ws, 1)
+    r = post(raw)
+    assert r.status_code == 400, r.get_body()[:300]
+    err = strict_json(r.get_body())["error"]
+    assert err["code"] == "bad_request" and err["field"] == field and field.split(".")[0] in err["message"]
+    assert err.get("value") == value, err
+    if value is None:
+        assert err["got"] == "null" and "null" in err["message"], err
+    assert ws.registry.list_runs() == []
+
+
+def test_values_at_the_bounds_are_accepted(ws: LocalWorkspace) -> None:
+    v = register(ws, 1)
+    r = post({"ExperimentName": "", "ParameterAssignments": {"dataset_version": str(v), "time_budget_s": 3600},
+              "Tags": {"by": "test"}, "Description": "", "RunSource": "SDK", "DataPathAssignments": {}})
+    assert r.status_code == 200, r.get_body()
+    row = ws.registry.get_run(json.loads(r.get_body())["Id"])
+    assert row is not None and row["parameters"]["time_budget_s"] == 3600.0
+    # The largest version the range allows is a real lookup: not registered, a 404 (not a 500).
+    r = post({"ParameterAssignments": {"dataset_version": 2**53}})
+    assert r.status_code == 404 and strict_json(r.get_body())["error"]["field"] == "dataset_version"
+
+
 def test_post_without_any_dataset_is_a_404(ws: LocalWorkspace) -> None:
     r = post({"ParameterAssignments": {}})
     assert r.status_code == 404 and "no dataset" in json.loads(r.get_body())["error"]["message"]

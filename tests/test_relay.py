@@ -430,6 +430,32 @@ def test_too_many_rows_and_too_large_a_body_are_413(stack: Stack) -> None:
     assert r.status_code == 413 and (err["field"], err["value"]) == ("body", len(big))
 
 
+def test_a_declared_length_the_host_refuses_gets_the_relays_413_envelope(stack: Stack) -> None:
+    """Content-Length: 99999999999 is refused by the function host before any function runs; the
+    body reads like the relay's own 413 for a real body over its limit."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack.url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/api/score")
+        for name, value in (("Content-Type", "application/json"), ("x-functions-key", stack.key),
+                            ("Content-Length", "99999999999")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(b'{"data": []}')
+        answer = conn.getresponse()
+        status, raw = answer.status, answer.read()
+    finally:
+        conn.close()
+    host = json.loads(raw, parse_constant=lambda token: pytest.fail(f"bare {token} in an error body"))["error"]
+    relay = stack.score(json.dumps({"data": customers(10)}).encode() + b" " * 60_000).json()["error"]
+    assert status == 413 and set(host) == set(relay) == {"code", "message", "field", "value", "expected"}
+    assert (host["code"], host["field"], host["value"]) == (relay["code"], "body", 99999999999)
+    assert host["message"].startswith("body is 99999999999 bytes, the limit is ") and host["expected"].startswith("at most ")
+
+
 def test_empty_data_is_400(stack: Stack) -> None:
     r = stack.score({"Inputs": {"data": []}})
     assert r.status_code == 400 and r.json()["error"]["field"] == "Inputs.data"

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from shared.contract import FEATURE_NAMES, TUTORIAL_CUSTOMERS
+from shared.contract import FEATURE_NAMES, MAX_INTEGER, TUTORIAL_CUSTOMERS
 from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 from shared.scoring import ScoringRequest, encode_json, format_response, parse_request
 
@@ -283,9 +283,59 @@ def test_what_the_stdlib_accepts_is_accepted_whatever_the_parser() -> None:
     # A lone surrogate is refused by orjson but is a JSON string for json: an unseen category.
     raw = json.dumps({"data": rows(1)}).replace('"blue-collar"', '"\\ud800"', 1).encode()
     assert parse(raw).data[0]["job"] == "\ud800"
-    # A big integer literal is still a whole number for an integer column (the model sees a float64).
+    # A big integer literal is a whole number but beyond +-2**53: refused, as ingest refuses it.
     raw = json.dumps({"data": rows(1)}).replace('"pdays": 999', '"pdays": 123456789012345678901234567890').encode()
-    assert parse(raw).records[0]["pdays"] == pytest.approx(1.2345678901234568e29)
+    assert refused(raw)["field"] == "pdays"
+    raw = json.dumps({"data": rows(1)}).replace('"pdays": 999', f'"pdays": {MAX_INTEGER}').encode()
+    assert parse(raw).records[0]["pdays"] == MAX_INTEGER
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["100000000000000000000", "1e308", "-1e300", "9007199254740993", "-9007199254740993", "9007199254740994.0", "1e300"],
+)
+@pytest.mark.parametrize("column", ["age", "duration", "campaign", "pdays", "previous"])
+@pytest.mark.parametrize("n", [3, 400], ids=["small body", "typed decoder"])
+def test_integers_beyond_the_ingest_range_are_refused_naming_column_row_and_value(token: str, column: str, n: int) -> None:
+    """The bound ingest applies to a CSV cell (shared.contract.MAX_INTEGER) holds for scoring too,
+    on the quick check, the row walk and the typed decoder alike."""
+    data = rows(n)
+    data[n - 1][column] = "__TOKEN__"
+    raw = json.dumps({"data": data}).replace('"__TOKEN__"', token).encode()
+    err = refused(raw, max_rows=1000, max_body_bytes=1 << 22)
+    assert (err["code"], err["field"], err["row"]) == ("bad_request", column, n - 1)
+    assert json.loads(json.dumps(err["value"])) == json.loads(token) and "out of range" in err["message"]
+    assert err["expected"] == f"an integer between -{MAX_INTEGER} and {MAX_INTEGER}"
+    # The same wording as ingest's refusal of the same value in a CSV.
+    cell = ingest_error("age" if column == "age" else column, token)
+    assert cell["expected"] == err["expected"] and "out of range" in cell["message"]
+
+
+def ingest_error(column: str, cell: str) -> dict[str, Any]:
+    from shared.datagen import generate_frame
+    from shared.errors import DataError
+    from shared.ingest import parse_csv
+
+    frame = generate_frame(40, 1)
+    frame[column] = frame[column].astype(object)
+    frame.loc[3, column] = cell
+    with pytest.raises(DataError) as info:
+        parse_csv(frame.to_csv(index=False).encode(), max_bytes=10**8)
+    return info.value.to_dict()["error"]
+
+
+@pytest.mark.parametrize("value", [MAX_INTEGER, -MAX_INTEGER, float(MAX_INTEGER), 0])
+def test_integers_at_the_bound_are_scored(value: Any) -> None:
+    for n in (2, 400):
+        data = rows(n)
+        data[0]["age"] = value
+        assert parse({"data": data}, max_rows=1000, max_body_bytes=1 << 22).records[0]["age"] == value
+
+
+def test_number_columns_take_any_finite_float_as_ingest_does() -> None:
+    data = rows(2)
+    data[1]["euribor3m"] = 1e308
+    assert parse({"data": data}).records[1]["euribor3m"] == 1e308
 
 
 def test_integer_messages_read_well() -> None:
