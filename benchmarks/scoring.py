@@ -448,8 +448,9 @@ def default_data() -> Path | None:
 # --------------------------------------------------------------------------- the stack
 
 
-def deploy(home: Path, model_dir: Path) -> None:
-    """Register ``model_dir`` as a completed run in ``home`` and deploy it like the loop does."""
+def completed_run_of(home: Path, model_dir: Path, name: str) -> tuple[Any, str]:
+    """A fresh workspace in ``home`` with ``model_dir`` as a completed run (its model copied into the
+    store, where models are served from) of a small registered dataset: (workspace, run id)."""
     from shared.config import Settings
     from shared.datagen import generate_frame
     from shared.ingest import canonical_csv, parse_csv
@@ -460,7 +461,7 @@ def deploy(home: Path, model_dir: Path) -> None:
     settings = Settings.from_env({"BANKML_HOME": str(home), "BANKML_MIN_PRIMARY_METRIC": "0"})
     ws = LocalWorkspace(settings)
     parsed = parse_csv(canonical_csv(generate_frame(300, 1)), max_bytes=settings.max_upload_bytes)
-    dataset = ws.register_dataset(parsed, source_blob="incoming/benchmark.csv", etag="benchmark")
+    dataset = ws.register_dataset(parsed, source_blob=f"incoming/{name}.csv", etag=name)
     run = ws.submit_run(dataset.version, trigger="benchmark")
     meta = json.loads((model_dir / "model.json").read_text())
     best = {"learner": meta.get("learner"), "metrics": meta.get("metrics", {}), "threshold": meta.get("threshold")}
@@ -469,8 +470,14 @@ def deploy(home: Path, model_dir: Path) -> None:
         run.run_id, status=COMPLETED, best=best, model_dir=str(ws.store_model(run.run_id, model_dir)), started_at=utcnow(),
         ended_at=utcnow(), event_published=1,
     )
-    ws.enable_insights(run.run_id)  # telemetry on, as enable_insights does in the loop
-    decision = ws.deploy_run(run.run_id)
+    return ws, run.run_id
+
+
+def deploy(home: Path, model_dir: Path) -> None:
+    """Register ``model_dir`` as a completed run in ``home`` and deploy it like the loop does."""
+    ws, run_id = completed_run_of(home, model_dir, "benchmark")
+    ws.enable_insights(run_id)  # telemetry on, as enable_insights does in the loop
+    decision = ws.deploy_run(run_id)
     if not decision.deployed:
         raise RuntimeError(f"the model was not deployed: {decision.reason}")
 

@@ -176,25 +176,11 @@ def train_small(work: Path, quick: bool) -> Path:
 
 def deploy_into(home: Path, model_dir: Path) -> dict[str, Any]:
     """A completed run with ``model_dir`` in a fresh data dir, deployed like the loop does; timed."""
-    from shared.config import Settings
-    from shared.datagen import generate_frame
-    from shared.ingest import canonical_csv, parse_csv
-    from shared.workspace.base import COMPLETED
-    from shared.workspace.local.registry import utcnow
-    from shared.workspace.local.workspace import LocalWorkspace
+    from benchmarks.scoring import completed_run_of
 
-    settings = Settings.from_env({"BANKML_HOME": str(home), "BANKML_MIN_PRIMARY_METRIC": "0"})
-    ws = LocalWorkspace(settings)
-    parsed = parse_csv(canonical_csv(generate_frame(300, 1)), max_bytes=settings.max_upload_bytes)
-    dataset = ws.register_dataset(parsed, source_blob="incoming/startup.csv", etag="startup")
-    run = ws.submit_run(dataset.version, trigger="benchmark")
-    meta = json.loads((model_dir / "model.json").read_text())
-    best = {"learner": meta.get("learner"), "metrics": meta.get("metrics", {}), "threshold": meta.get("threshold")}
-    stored = ws.store_model(run.run_id, model_dir)  # models are served only from the workspace's store
-    ws.registry.update_run(run.run_id, status=COMPLETED, best=best, model_dir=str(stored),
-                           started_at=utcnow(), ended_at=utcnow(), event_published=1)
+    ws, run_id = completed_run_of(home, model_dir, "startup")
     t0 = time.perf_counter()
-    decision = ws.deploy_run(run.run_id)
+    decision = ws.deploy_run(run_id)
     wall = time.perf_counter() - t0
     if not decision.deployed:
         raise RuntimeError(f"the model was not deployed: {decision.reason}")
