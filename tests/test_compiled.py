@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from conftest import TrainedModel
 
 from shared.datagen import generate_frame
 from shared.errors import DeploymentError
@@ -18,6 +18,9 @@ from shared.workspace.local import compiled
 from shared.workspace.local.training import _positive_proba, load_model
 from shared.workspace.local.worker import model_checksums
 from shared.workspace.local.workspace import verify_model_files
+
+if TYPE_CHECKING:
+    from conftest import TrainedModel
 
 
 def _copy(trained_model: TrainedModel, tmp_path: Path) -> Path:
