@@ -75,7 +75,7 @@ PLAN: tuple[Bench, ...] = (
     Bench("stages", "benchmarks.stages", "Drop to live deployment, by stage", timeout_s=900),
     Bench("scoring", "benchmarks.scoring", "Scoring: model server, relay, MLflow", timeout_s=1500),
     Bench("scale", "benchmarks.scale", "Scale: training cost against rows, batch scoring", timeout_s=1200),
-    Bench("ingest", "benchmarks.ingest", "Ingest: the real file, and a million generated rows", timeout_s=600),
+    Bench("ingest", "benchmarks.ingest", "Ingest: the real file, and a million generated rows (200,000 in --quick)", timeout_s=600),
     Bench("startup", "benchmarks.startup", "Startup: `bankml up`, and a deployment's first answer", timeout_s=600),
     # Robustness (faults, load, safe deployments): in the full run only, so that --quick, the
     # comparison with the peers above, stays under 5 minutes.
@@ -321,6 +321,15 @@ def _load(v: float | None) -> str:
     return "?" if v is None else f"{v:.2f}"
 
 
+def _without_own_heading(body: str) -> str:
+    """A module's markdown() may open with its own "## ..." heading (it also prints stand-alone);
+    under the runner's numbered heading it would be a second one."""
+    lines = body.lstrip("\n").splitlines()
+    if lines and lines[0].startswith("## "):
+        lines = lines[1:]
+    return "\n".join(lines).strip("\n")
+
+
 def render_section(outcome: Outcome, number: int) -> Outcome:
     """Fill ``outcome.section`` (and ``failed``): the module's markdown(), or a failed section."""
     b = outcome.bench
@@ -339,7 +348,7 @@ def render_section(outcome: Outcome, number: int) -> Outcome:
             if not callable(render):
                 reason = f"{b.module} has no markdown(result) function"
             else:
-                body = str(render(outcome.result or {}))
+                body = _without_own_heading(str(render(outcome.result or {})))
         except (Exception, SystemExit) as err:  # noqa: BLE001 - one broken section must not stop the document
             reason = f"importing {b.module} or its markdown() raised {type(err).__name__}: {err}"
     if reason is not None:

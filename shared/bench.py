@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import BenchError, ConfigError
+from shared.files import write_atomic
 from shared.loadgen import JobError, parse_job, redact_url, scrub
 
 logger = logging.getLogger(__name__)
@@ -770,12 +770,6 @@ def render_html(
 # --------------------------------------------------------------------------- storage
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Write then rename: a reader of latest.json never sees half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
 
 def save_report(
     report: Mapping[str, Any],
@@ -804,9 +798,9 @@ def save_report(
     run_dir = Path(local_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        _write_atomic(run_dir / name, data)
+        write_atomic(run_dir / name, data)
         written[f"local:{name}"] = str(run_dir / name)
-    _write_atomic(Path(local_dir) / "latest.json", report_json)
+    write_atomic(Path(local_dir) / "latest.json", report_json)
     written["local:latest.json"] = str(Path(local_dir) / "latest.json")
 
     if container_client is not None:

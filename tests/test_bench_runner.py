@@ -186,3 +186,9 @@ def test_quick_runs_the_peer_comparison_and_leaves_the_full_run_only_benchmarks_
     info = runner.RunInfo(started=datetime.now(UTC), mode="quick", command="python -m benchmarks --quick")
     text = runner.render(info, [], left)
     assert text.count("full run only") == 4
+
+
+def test_a_section_keeps_one_heading_when_the_module_opens_with_its_own() -> None:
+    assert runner._without_own_heading("## Load\n\nfigures\n") == "figures"
+    assert runner._without_own_heading("\n## Faults\ntext\n## Later heading\n") == "text\n## Later heading"
+    assert runner._without_own_heading("no heading here") == "no heading here"

@@ -15,6 +15,7 @@ from devhost.host import FunctionHost
 from devhost.keys import HostKeys
 from shared.config import SETTINGS, Settings
 from shared.errors import ConfigError
+from shared.files import write_atomic
 from shared.workspace.local.agent import Agent
 from shared.workspace.local.registry import Registry, utcnow
 from shared.workspace.local.servers import Supervisor, pid_alive, stop_pid
@@ -159,8 +160,11 @@ class LocalStack:
         self._write_stack_file()
 
     def _write_stack_file(self) -> None:
+        """stack.json, replaced in one step: it is rewritten while the stack runs (a restarted
+        Azurite has a new pid), and readers (`bankml status`, `drop`, tests) must never see it half written."""
         assert self.azurite is not None
-        (self.home / STACK_FILE).write_text(
+        write_atomic(
+            self.home / STACK_FILE,
             json.dumps(
                 {
                     "pid": os.getpid(),
@@ -174,7 +178,7 @@ class LocalStack:
                     },
                     "started_at": self._started_at,
                 }
-            )
+            ),
         )
 
     def _clean_orphans(self) -> None:

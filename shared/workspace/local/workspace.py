@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.config import Settings
 from shared.errors import Conflict, DeploymentError, NotFound
+from shared.files import write_atomic
 from shared.workspace.base import (
     COMPLETED,
     FAILED,
@@ -723,7 +724,7 @@ class LocalWorkspace:
                 why="supervisor: warm standby", standby=True,
             )
             self._standby[name] = {"pid": pid, "port": port, "ready": False, "since": time.monotonic()}
-            self._standby_file(name).write_text(json.dumps({"pid": pid, "port": port}))
+            write_atomic(self._standby_file(name), json.dumps({"pid": pid, "port": port}))
             return
         if sb["ready"]:
             return
@@ -739,7 +740,7 @@ class LocalWorkspace:
         # listens) and the same model already passed its scoring check when it was deployed. No
         # scoring request here: it would show in the deployment's request telemetry.
         sb["ready"] = True
-        self._standby_file(name).write_text(json.dumps({"pid": sb["pid"], "port": sb["port"], "ready": True}))
+        write_atomic(self._standby_file(name), json.dumps({"pid": sb["pid"], "port": sb["port"], "ready": True}))
         self._standby_failures.pop(name, None)
         log.info("warm standby of %s is ready (pid %s, port %s)", name, sb["pid"], sb["port"])
 
