@@ -152,6 +152,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BANKML_LIVENESS_TIMEOUT_S: '2'
     BANKML_LIVENESS_FAILURES: '3'
     BANKML_WARM_STANDBY: '1'
+    BANKML_WORKER_GRACE_S: ''
     // the azure backend
     AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
     AZURE_RESOURCE_GROUP: resourceGroup().name

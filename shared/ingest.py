@@ -929,13 +929,13 @@ def profile_frame(frame: pd.DataFrame) -> dict[str, Any]:
     for n in NUMERIC:
         col = frame[n].to_numpy(dtype=np.float64)
         missing[n] = 0  # empty numeric cells are rejected, so an accepted file has none
-        # Population std (ddof=0): finite even for one row, so the profile stays valid JSON.
-        numeric[n] = {
-            "min": float(col.min()),
-            "max": float(col.max()),
-            "mean": float(col.mean()),
-            "std": float(col.std()),
-        }
+        # Population std (ddof=0): finite even for one row, so the profile stays valid JSON. Mean
+        # and std are taken of the values scaled into [-1, 1]: cells near the float64 limit (1e308
+        # is a valid number) would overflow the sum to inf otherwise.
+        low, high = float(col.min()), float(col.max())
+        scale = max(abs(low), abs(high)) or 1.0
+        scaled = col / scale
+        numeric[n] = {"min": low, "max": high, "mean": float(scaled.mean()) * scale, "std": float(scaled.std()) * scale}
     for n in CATEGORICAL:
         counts = {str(v): int(c) for v, c in frame[n].value_counts().items()}
         missing[n] = counts.pop("", 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import io
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +19,9 @@ import pandas as pd
 import pytest
 
 from shared.contract import BY_NAME, CATEGORICAL, FEATURE_NAMES, FEATURES, MAX_INTEGER, NUMERIC
+from shared.datagen import generate_frame
 from shared.errors import ConfigError, DataError
-from shared.ingest import MIN_CLASS_ROWS, ParsedDataset, drift_warnings, parse_csv
+from shared.ingest import MIN_CLASS_ROWS, ParsedDataset, drift_warnings, parse_csv, profile_frame
 
 COLUMNS = (*FEATURE_NAMES, "y")
 CP1252_UNDEFINED = {0x81, 0x8D, 0x8F, 0x90, 0x9D}
@@ -767,3 +769,15 @@ def test_real_uci_file() -> None:
     assert p.rows == 4_119 and p.delimiter == ";"
     assert min(p.class_balance.values()) > 0
     assert p.frame.dtypes["pdays"] == np.int64 and BY_NAME["pdays"].kind == "integer"
+
+
+def test_the_profile_of_numbers_near_the_float64_limit_is_finite_json() -> None:
+    """1e308 is a valid number; a sum of a few of them overflows, so the profile's mean and std
+    must not be a plain sum (the stored profile is strict JSON)."""
+    frame = generate_frame(6, seed=2)
+    frame["euribor3m"] = [1e308, 1.5e308, -1e308, 1e308, 1.7e308, 0.5]
+    stats = profile_frame(frame)["numeric"]["euribor3m"]
+    json.dumps(stats, allow_nan=False)
+    assert stats["max"] == 1.7e308 and stats["min"] == -1e308
+    assert stats["mean"] == pytest.approx(np.mean(np.array(frame["euribor3m"]) / 1e308) * 1e308)
+    assert 0 < stats["std"] < 1.7e308
