@@ -17,7 +17,7 @@ import signal
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Faults:
     work: Path
     env: dict[str, str]
     load: Load | None = None
-    extra: list[Any] = field(default_factory=list)  # Azurite processes started by a test
 
     def csv(self, seed: int) -> bytes:
         return write_csv(self.work / f"data-{seed}.csv", ROWS, seed).read_bytes()
@@ -99,8 +98,6 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
         if f.load is not None:
             f.load.stop()
         stop_stack(f.stack)
-        for az in f.extra:
-            az.stop()
         for pid in model_server_pids(f.stack.home):
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
@@ -157,7 +154,7 @@ def test_a_hung_model_server_is_killed_and_restarted(faults: Faults, load: Load)
 
 def test_azurite_gone_for_20_s_ingest_completes_after_and_the_relay_keeps_serving(faults: Faults, load: Load) -> None:
     result = storage_outage(
-        faults.stack, load, faults.csv(8), "during-outage.csv", seconds=20, mode="stop", started=faults.extra
+        faults.stack, load, faults.csv(8), "during-outage.csv", seconds=20, mode="stop"
     )
     print(f"\nAzurite SIGSTOP for 20 s: {json.dumps(result)}")
     during = result["status_during_outage"]
@@ -178,7 +175,7 @@ def test_azurite_gone_for_20_s_ingest_completes_after_and_the_relay_keeps_servin
 def test_azurite_killed_is_started_again_by_the_stack_and_ingest_completes(faults: Faults, load: Load) -> None:
     before = json.loads((faults.stack.home / "stack.json").read_text())
     result = storage_outage(
-        faults.stack, load, faults.csv(13), "azurite-killed.csv", seconds=0, mode="kill", started=faults.extra
+        faults.stack, load, faults.csv(13), "azurite-killed.csv", seconds=0, mode="kill"
     )
     print(f"\nAzurite SIGKILL, restarted by the stack: {json.dumps(result)}")
     after = json.loads((faults.stack.home / "stack.json").read_text())
@@ -267,9 +264,6 @@ def test_the_stack_killed_between_uploaded_and_registered_processes_the_file_onc
     os.killpg(stack.proc.pid, signal.SIGKILL)  # `bankml up` and its worker; Azurite is orphaned
     stack.proc.wait(timeout=10)
     assert dataset_of(home, "uploaded-then-killed.csv") is None
-    for az in faults.extra:  # the test's own Azurite (previous test) must not share the folder
-        az.stop()
-    faults.extra.clear()
     again = faults.restart()
     d = wait("the file to be registered", lambda: dataset_of(home, "uploaded-then-killed.csv", etag), timeout=90, poll=0.3)
     wait("its run", lambda: runs_of(home, d["version"]), timeout=30, poll=0.3)

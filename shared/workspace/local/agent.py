@@ -5,7 +5,6 @@ function, the way an Azure ML workspace's system topic does."""
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import subprocess
 import sys
@@ -17,16 +16,17 @@ from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
 from shared.config import worker_grace_default
+from shared.errors import TrainingError
 from shared.events import RUN_COMPLETED, RUN_STATUS_CHANGED
 from shared.workspace.base import COMPLETED, FAILED, QUEUED, RUNNING
 from shared.workspace.local.registry import Registry, utcnow
+from shared.workspace.local.worker import DEFAULT_BUDGET_S, run_budget_s
 
 log = logging.getLogger(__name__)
 
 # The local workspace's identity in event topics (what a system topic would carry).
 TOPIC = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/local/providers/Microsoft.MachineLearningServices/workspaces/bankml-local"
 EXPERIMENT_ID = "00000000-0000-0000-0000-0000000b4a4c"
-DEFAULT_BUDGET_S = 60.0  # the worker's time budget when a run names none
 
 
 def run_event(run: dict[str, Any]) -> EventGridEvent:
@@ -62,16 +62,6 @@ def worker_exit_reason(code: int) -> str:
             name = "unknown signal"
         return f"training worker exited with signal {-code} ({name}) without a result"
     return f"training worker exited with code {code} without a result"
-
-
-def run_budget_s(parameters: dict[str, Any] | None) -> float:
-    """The run's time budget as its worker reads it (a value the worker rejects: its default, the
-    worker fails such a run at once)."""
-    try:
-        budget = float((parameters or {}).get("time_budget_s", DEFAULT_BUDGET_S))
-    except (TypeError, ValueError):
-        return DEFAULT_BUDGET_S
-    return budget if math.isfinite(budget) and budget > 0 else DEFAULT_BUDGET_S
 
 
 def deadline_reason(budget_s: float, grace_s: float) -> str:
@@ -130,7 +120,11 @@ class Agent:
                 cwd=str(Path(__file__).resolve().parents[3]),
             )
             self.registry.update_run(run["run_id"], worker_pid=self._proc.pid)
-            budget = run_budget_s(run.get("parameters"))
+            try:
+                budget = run_budget_s(run.get("parameters") or {})
+            except TrainingError:
+                budget = DEFAULT_BUDGET_S  # the worker fails such a run at once
+
             grace = worker_grace_default(budget) if self.grace_s is None else self.grace_s
             overdue: str | None = None
             try:

@@ -46,8 +46,12 @@ BEST_KEYS = (
 )
 
 
-def _budget(parameters: dict[str, Any]) -> float:
-    raw = parameters.get("time_budget_s", 60)
+DEFAULT_BUDGET_S = 60.0  # a run's time budget when its parameters name none
+
+
+def run_budget_s(parameters: dict[str, Any]) -> float:
+    """The run's AutoML time budget from its parameters; TrainingError naming a bad value."""
+    raw = parameters.get("time_budget_s", DEFAULT_BUDGET_S)
     try:
         budget = float(raw)
     except (TypeError, ValueError):
@@ -99,7 +103,7 @@ def run(home: Path, run_id: str) -> int:
         result = train(
             Path(dataset["path"]),
             out_dir,
-            time_budget_s=_budget(row["parameters"]),
+            time_budget_s=run_budget_s(row["parameters"]),
             on_trial=lambda child: registry.add_child_run(run_id, child),
             dataset_version=int(row["dataset_version"]),
             run_id=run_id,
