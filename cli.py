@@ -103,7 +103,7 @@ def _print_urls(stack: Any) -> None:
 def cmd_drop(args: argparse.Namespace) -> int:
     from azure.storage.blob import BlobServiceClient
 
-    from shared.ingest import shown
+    from shared.errors import shown
     from shared.ingest_service import unsafe_name_reason
 
     path = Path(args.file)

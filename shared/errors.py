@@ -10,6 +10,38 @@ from __future__ import annotations
 import math
 from typing import Any
 
+SHOWN_CHARS = 100  # how much of a sent string an error quotes
+SHOWN_DIGITS = 30  # a number written with more characters is quoted cut
+
+
+def shown(value: str, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as an error names it: cut to ``limit`` characters (a hostile 100 kB cell or
+    string must not become a 100 kB message, log line, answer or rejection record)."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:limit]}... ({len(value):,} characters)"
+
+
+def shown_number(value: int | float) -> int | float | str:
+    """A sent number as an error quotes it: as it is, or cut when it has hundreds of digits."""
+    text = repr(value)
+    return value if len(text) <= SHOWN_DIGITS else f"{text[:24]}... ({len(text)} digits)"
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a decoded value ("null", "boolean", "number", "string", "array", "object")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
 
 def json_safe(value: Any) -> Any:
     """``value`` with every non-finite float written as a string ("NaN", "Infinity", "-Infinity"),

@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from shared.contract import BY_NAME, CATEGORICAL, DEFAULT_LABEL, FEATURE_NAMES, LABEL_VALUES, MAX_INTEGER, NUMERIC
-from shared.errors import ConfigError, DataError
+from shared.errors import ConfigError, DataError, shown
 
 # Text validated at once: small enough that the per-block arrays and cells (about 20x the bytes)
 # stay well under the memory target, large enough that per-block overhead is negligible.
@@ -79,7 +79,6 @@ _MAX_INT = MAX_INTEGER
 _DRIFT_STD = 3.0
 _DRIFT_OVERLAP = 0.5
 # The longest value an error message quotes (column names, cells), see ``shown``.
-_SHOWN_CHARS = 100
 _SHOWN_NAME = 40
 _LISTED = 8
 
@@ -173,14 +172,6 @@ def _too_large(size: int | None, max_bytes: int) -> DataError:
         value=size,
         expected=f"at most {max_bytes} bytes",
     )
-
-
-def shown(value: str, limit: int = _SHOWN_CHARS) -> str:
-    """``value`` as an error names it: cut to ``limit`` characters (a hostile file's 100 kB cell
-    must not become a 100 kB message, log line or rejection record)."""
-    if len(value) <= limit:
-        return value
-    return f"{value[:limit]}... ({len(value):,} characters)"
 
 
 def _not_text(reason: str, **details: Any) -> DataError:

@@ -22,7 +22,7 @@ from typing import Any
 
 from shared.config import Settings
 from shared.contract import MAX_INTEGER
-from shared.errors import NotFound, RequestError, json_safe
+from shared.errors import NotFound, RequestError, json_safe, json_type, shown, shown_number
 from shared.workspace.base import COMPLETED, QUEUED, RUNNING, Run
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ BODY_TYPES: dict[str, type] = {
 }
 BODY_KEYS = set(BODY_TYPES)
 _JSON_TYPES = {str: "a string", dict: "an object"}
-_SHOWN_CHARS = 100
 TRIGGERS = ("ingest", "api", "schedule")
 
 
@@ -57,39 +56,28 @@ def latest_dataset_version(workspace: Any) -> int | None:
     return max(versions) if versions else None
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
-
-
 def _shown(value: Any) -> Any:
     """A sent value as an error quotes it: scalars as they are (cut when long; non-finite numbers
     become "NaN"/"Infinity" in BankmlError.to_dict), arrays and objects by their JSON type."""
     if isinstance(value, str):
-        return value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}... ({len(value):,} characters)"
+        return shown(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
-        text = str(value)
-        return value if len(text) <= 30 else f"{text[:24]}... ({len(text)} digits)"
-    return _json_type(value)
+        return shown_number(value)
+    return json_type(value)
 
 
 def _refuse(name: str, value: Any, what: str, **details: Any) -> RequestError:
     shown = _shown(value)
     if value is None or isinstance(value, list | dict):
-        quoted = _json_type(value)
+        quoted = json_type(value)
     elif isinstance(shown, float) and not math.isfinite(shown):
         quoted = json_safe(shown)  # NaN, Infinity: as the error's value reads
     else:
         quoted = repr(shown)
     return RequestError(
-        f"ParameterAssignments.{name} {what}, got {quoted}", field=name, value=shown, got=_json_type(value), **details
+        f"ParameterAssignments.{name} {what}, got {quoted}", field=name, value=shown, got=json_type(value), **details
     )
 
 
@@ -182,20 +170,20 @@ def parse_pipeline_body(settings: Settings, body: bytes) -> dict[str, Any]:
         if key in doc and not isinstance(doc[key], kind):
             # null included: the body shape has no nullable key; leaving a key out takes its default.
             raise RequestError(
-                f"{key} must be {_JSON_TYPES[kind]}, got {_json_type(doc[key])}"
+                f"{key} must be {_JSON_TYPES[kind]}, got {json_type(doc[key])}"
                 + (" (leave it out instead)" if doc[key] is None else ""),
                 field=key,
                 value=_shown(doc[key]),
-                got=_json_type(doc[key]),
+                got=json_type(doc[key]),
                 expected=_JSON_TYPES[kind].split(" ", 1)[1],
             )
     for name, tag in (doc.get("Tags") or {}).items():
         if not isinstance(tag, str):
             raise RequestError(
-                f"Tags.{_shown(name)} must be a string, got {_json_type(tag)}",
+                f"Tags.{_shown(name)} must be a string, got {json_type(tag)}",
                 field=f"Tags.{_shown(name)}",
                 value=_shown(tag),
-                got=_json_type(tag),
+                got=json_type(tag),
                 expected="string",
             )
     experiment = doc.get("ExperimentName")

@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - orjson is in requirements; json is the
     _orjson = None
 
 from shared.contract import FEATURE_NAMES, FEATURES, MAX_INTEGER
-from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
+from shared.errors import PayloadTooLarge, RequestError, UnsupportedMediaType, json_type, shown, shown_number
 
 logger = logging.getLogger(__name__)
 
@@ -116,26 +116,8 @@ def _parse_int(text: str) -> int | _Unreadable:
         return _Unreadable(text)
 
 
-_SHOWN_CHARS = 100
-
-
-def _shown(value: str) -> str:
-    """A value as an error quotes it: cut, so a 1 MB string never becomes a 1 MB answer or log line."""
-    return value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}... ({len(value):,} characters)"
-
-
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float | _Unreadable):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
+    return "number" if isinstance(value, _Unreadable) else json_type(value)
 
 
 def _check_media_type(content_type: str | None) -> None:
@@ -239,11 +221,11 @@ def _check_method(method: Any, field: str) -> None:
 def _bad_value(name: str, row: int, value: Any, expected: str, why: str) -> RequestError:
     # A null value is dropped from the details by BankmlError; "got" still says what was sent.
     if isinstance(value, str):
-        shown: Any = _shown(value)
+        quoted: Any = shown(value)
     else:
-        shown = value if isinstance(value, int | float | bool) or value is None else _type_name(value)
+        quoted = value if isinstance(value, int | float | bool) or value is None else _type_name(value)
     return RequestError(
-        f"row {row}: column {name!r} {why}", field=name, row=row, value=shown, got=_type_name(value), expected=expected
+        f"row {row}: column {name!r} {why}", field=name, row=row, value=quoted, got=_type_name(value), expected=expected
     )
 
 
@@ -266,7 +248,7 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
                 row=index,
                 missing=missing,
             )
-        extra = sorted(_shown(str(k)) for k in row if k not in _COLUMNS)
+        extra = sorted(shown(str(k)) for k in row if k not in _COLUMNS)
         raise RequestError(
             f"row {index}: unknown column {extra[0]!r}; only the 20 contract columns are accepted",
             field=extra[0],
@@ -283,10 +265,10 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
             continue
         if isinstance(value, _Unreadable):
             raise RequestError(
-                f"row {index}: column {name!r} must be a finite number, got {_shown(value.token)}",
+                f"row {index}: column {name!r} must be a finite number, got {shown(value.token)}",
                 field=name,
                 row=index,
-                value=_shown(value.token),
+                value=shown(value.token),
                 got="number",
                 expected=kind,
             )
@@ -296,12 +278,11 @@ def _validate_row(row: Any, index: int) -> dict[str, Any]:
         if not _finite(value):
             # json.loads turns an overflowing literal such as 1e999 into inf; a 400-digit
             # integer stays an int that no float64 can hold.
-            shown = str(value) if isinstance(value, float) else f"{str(value)[:24]}... ({len(str(value))} digits)"
             raise RequestError(
                 f"row {index}: column {name!r} must be a finite number",
                 field=name,
                 row=index,
-                value=shown,
+                value=str(value) if isinstance(value, float) else shown_number(value),
                 got="number",
                 expected=kind,
             )
@@ -324,13 +305,12 @@ INTEGER_RANGE = f"an integer between -{MAX_INTEGER} and {MAX_INTEGER}"
 
 def _out_of_range(name: str, row: int, value: int | float) -> RequestError:
     """An integer column's value beyond +-MAX_INTEGER, worded like ingest's refusal of a CSV cell."""
-    text = repr(value)
-    shown: int | float | str = value if len(text) <= 30 else f"{text[:24]}... ({len(text)} digits)"
+    cut = shown_number(value)
     return RequestError(
-        f"row {row}: column {name!r}: {shown} is out of range",
+        f"row {row}: column {name!r}: {cut} is out of range",
         field=name,
         row=row,
-        value=shown,
+        value=cut,
         got="number",
         expected=INTEGER_RANGE,
     )
